@@ -1,0 +1,1 @@
+"""Make sure things happen: scheduled count checks, affirmations and sign-offs."""

@@ -1,0 +1,1 @@
+"""The SLAMon-compatible agent fleet manager."""

@@ -1,0 +1,1 @@
+"""Models of the Agent fleet app (The SLAMon-compatible agent fleet manager)."""

@@ -1,0 +1,1 @@
+"""Pollers of REST APIs (Apteligent, Pingdom) that push metrics to Graphite."""

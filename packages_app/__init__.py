@@ -1,0 +1,1 @@
+"""Analytics packages (ApMan) and git pipelines (FX Quants runner)."""

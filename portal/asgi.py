@@ -1,0 +1,14 @@
+"""ASGI entry point."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+application = get_asgi_application()
+
+from portal.checks import fail_fast  # noqa: E402  (needs the app registry)
+
+fail_fast()

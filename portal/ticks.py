@@ -1,0 +1,47 @@
+"""The one list of periodic jobs ("ticks") of the whole portal.
+
+Each app adds its ticks here. The same list feeds two schedulers, so a deployment
+picks one and both run the very same functions:
+
+* django-q2: ``python manage.py setup_schedules`` upserts one ``Schedule`` per tick;
+* system cron: ``CRONJOBS`` in settings, installed by ``python manage.py crontab add``.
+
+This module is plain data: settings import it, so it must not import models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A periodic job: a dotted path to a function taking no arguments, and a cron."""
+
+    name: str
+    func: str
+    cron: str
+    description: str
+
+    @property
+    def crontab_guru(self) -> str:
+        return "https://crontab.guru/#" + self.cron.replace(" ", "_")
+
+
+TICKS: list[Tick] = [
+    Tick(
+        name="portal.prune_task_history",
+        func="portal.tasks.prune_task_history",
+        cron="17 3 * * *",
+        description="Delete django-q2 task results older than the retention period.",
+    ),
+]
+
+
+def get_tick(name: str) -> Tick | None:
+    return next((tick for tick in TICKS if tick.name == name), None)
+
+
+def crontab_entries() -> list[tuple[str, str]]:
+    """``CRONJOBS`` for django-crontab: ``(cron, dotted function path)`` pairs."""
+    return [(tick.cron, tick.func) for tick in TICKS]

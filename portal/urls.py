@@ -1,0 +1,29 @@
+"""Top-level URLs: admin (the main UI), /healthz, the API and its docs, and the
+SLAMon-compatible fleet protocol."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from portal import views
+
+router = DefaultRouter(trailing_slash="/?")
+router.register("ticks", views.TickViewSet, basename="tick")
+
+api_v1 = [
+    path("whoami/", views.WhoAmIView.as_view(), name="whoami"),
+    path("", include(router.urls)),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("healthz", views.healthz, name="healthz"),
+    path("api/v1/", include((api_v1, "portal-api"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]
