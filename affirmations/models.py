@@ -1,1 +1,1 @@
-"""Models of the Affirmations app (Make sure things happen: scheduled count checks, affirmations and sign-offs)."""
+"""Affirmations models: checks, affirmations, evaluations."""

@@ -1,1 +1,1 @@
-"""Models of the Importers app (Pollers of REST APIs (Apteligent, Pingdom) that push metrics to Graphite)."""
+"""Importers models: Graphite sinks, import sources and runs."""

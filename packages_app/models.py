@@ -1,1 +1,1 @@
-"""Models of the Packages and pipelines app (Analytics packages (ApMan) and git pipelines (FX Quants runner))."""
+"""Packages and pipelines models: packages, runs, pipeline runs."""

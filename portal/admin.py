@@ -29,12 +29,27 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ["id", "name", "key_prefix", "scope_list", "created_by", "created_at", "last_used_at", "state"]
+    list_display = [
+        "id",
+        "name",
+        "key_prefix",
+        "scope_list",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "state",
+    ]
     list_display_links = ["id", "name"]
     list_select_related = ["created_by"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix"]
-    readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = [
+        "prefix",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     actions = ["revoke_keys"]
 
     @admin.display(description="Key", ordering="prefix")

@@ -59,7 +59,9 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("This API key has been revoked.")
         user = api_key.created_by
         if user is not None and not user.is_active:
-            raise exceptions.AuthenticationFailed("The owner of this API key is inactive.")
+            raise exceptions.AuthenticationFailed(
+                "The owner of this API key is inactive."
+            )
         api_key.touch()
         return (user, api_key)
 

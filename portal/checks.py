@@ -39,8 +39,8 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     if timeout is not None and retry is not None and timeout >= retry:
         errors.append(
             checks.Error(
-                f"Q_TIMEOUT ({timeout}s) must be below Q_RETRY ({retry}s), or django-q2 "
-                "hands a task that is still running to a second worker.",
+                f"Q_TIMEOUT ({timeout}s) must be below Q_RETRY ({retry}s), or "
+                "django-q2 hands a task that is still running to a second worker.",
                 id="portal.E003",
             )
         )
@@ -56,9 +56,7 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
 def fail_fast() -> None:
     """Exit with one line per problem when the configuration is unusable."""
-    problems = [
-        m for m in checks.run_checks(tags=[TAG]) if m.level >= checks.ERROR
-    ]
+    problems = [m for m in checks.run_checks(tags=[TAG]) if m.level >= checks.ERROR]
     if problems:
         for message in problems:
             print(f"{message.id}: {message.msg}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 An app registers panels in ``<app>/dashboard.py`` (imported at start-up):
 
-    @dashboard.register("packages", title="Packages", permission="packages_app.view_packagerun", order=10)
+    @dashboard.register("packages", title="Packages",
+                        permission="packages_app.view_packagerun", order=10)
     def packages_panel(request, now) -> dashboard.PanelData: ...
 
 A panel gives counts, a short list of what needs attention and, where a picture
@@ -101,7 +102,9 @@ def render_panels(request) -> list[dict]:
         except Exception:
             logger.exception("dashboard panel %s failed", panel.key)
             data, error = PanelData(), "This panel could not be loaded; see the logs."
-        rendered.append({"key": panel.key, "title": panel.title, "data": data, "error": error})
+        rendered.append(
+            {"key": panel.key, "title": panel.title, "data": data, "error": error}
+        )
     return rendered
 
 

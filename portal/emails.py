@@ -19,7 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 def make_message(
-    name: str, to: Iterable[str], ctx: dict | None = None, *, headers: dict | None = None
+    name: str,
+    to: Iterable[str],
+    ctx: dict | None = None,
+    *,
+    headers: dict | None = None,
 ) -> EmailMultiAlternatives:
     """Render the ``name`` templates into a message (text, plus HTML when present)."""
     recipients = [address for address in to if address]
@@ -47,7 +51,11 @@ def make_message(
 
 
 def send(
-    name: str, to: Iterable[str], ctx: dict | None = None, *, headers: dict | None = None
+    name: str,
+    to: Iterable[str],
+    ctx: dict | None = None,
+    *,
+    headers: dict | None = None,
 ) -> EmailMultiAlternatives:
     """Render and send; errors of the mail backend propagate to the caller."""
     message = make_message(name, to, ctx, headers=headers)

@@ -11,7 +11,14 @@ from django.db import models
 from django.utils import timezone
 
 # Every app of the portal that exposes an API, and so can be granted to a key.
-API_SCOPE_APPS = ["portal", "packages", "pipelines", "fleet", "affirmations", "importers"]
+API_SCOPE_APPS = [
+    "portal",
+    "packages",
+    "pipelines",
+    "fleet",
+    "affirmations",
+    "importers",
+]
 API_SCOPE_CHOICES = [
     (f"{app}:{access}", f"{app}: {access}")
     for app in API_SCOPE_APPS
@@ -130,3 +137,6 @@ class PortalAccess(models.Model):
             ("view_dashboard", "Can view the operations dashboard and periodic jobs"),
             ("run_tick", "Can run a periodic job now"),
         ]
+
+    def __str__(self) -> str:
+        return "Portal access"

@@ -13,14 +13,22 @@ from django.utils.timesince import timesince
 from portal import dashboard, services
 
 
-@dashboard.register("health", title="System health", permission="portal.view_dashboard", order=0)
+@dashboard.register(
+    "health", title="System health", permission="portal.view_dashboard", order=0
+)
 def health_panel(request, now) -> dashboard.PanelData:
     report = services.health_check()["checks"]
     db, broker, cluster = report["database"], report["broker"], report["cluster"]
     data = dashboard.PanelData(empty_text="Database, broker and workers are up.")
-    data.counts.append(dashboard.Count("Database", "up" if db["ok"] else "down", "ok" if db["ok"] else "bad"))
     data.counts.append(
-        dashboard.Count("Broker", "up" if broker["ok"] else "down", "ok" if broker["ok"] else "bad")
+        dashboard.Count(
+            "Database", "up" if db["ok"] else "down", "ok" if db["ok"] else "bad"
+        )
+    )
+    data.counts.append(
+        dashboard.Count(
+            "Broker", "up" if broker["ok"] else "down", "ok" if broker["ok"] else "bad"
+        )
     )
     workers = cluster.get("clusters", 0)
     data.counts.append(
@@ -29,7 +37,9 @@ def health_panel(request, now) -> dashboard.PanelData:
     for name, result in report.items():
         if not result["ok"]:
             data.attention.append(
-                dashboard.Attention(f"{name}: {result.get('error') or 'heartbeat too old'}", tone="bad")
+                dashboard.Attention(
+                    f"{name}: {result.get('error') or 'heartbeat too old'}", tone="bad"
+                )
             )
     if cluster.get("age_seconds") is not None and not cluster["ok"]:
         data.attention.append(
@@ -59,14 +69,30 @@ def tasks_panel(request, now) -> dashboard.PanelData:
     data = dashboard.PanelData(empty_text="No failed tasks in the last 24 hours.")
     data.counts = [
         dashboard.Count("Queued", _queued(), "info"),
-        dashboard.Count("Succeeded 24 h", succeeded, "ok", reverse("admin:django_q_success_changelist")),
-        dashboard.Count("Failed 24 h", failed, "bad" if failed else "muted", reverse("admin:django_q_failure_changelist")),
-        dashboard.Count("Schedules", Schedule.objects.count(), "info", reverse("admin:django_q_schedule_changelist")),
+        dashboard.Count(
+            "Succeeded 24 h",
+            succeeded,
+            "ok",
+            reverse("admin:django_q_success_changelist"),
+        ),
+        dashboard.Count(
+            "Failed 24 h",
+            failed,
+            "bad" if failed else "muted",
+            reverse("admin:django_q_failure_changelist"),
+        ),
+        dashboard.Count(
+            "Schedules",
+            Schedule.objects.count(),
+            "info",
+            reverse("admin:django_q_schedule_changelist"),
+        ),
     ]
     for failure in Failure.objects.filter(stopped__gte=since).order_by("-stopped")[:5]:
         data.attention.append(
             dashboard.Attention(
-                f"{failure.name or failure.func} failed {timesince(failure.stopped, now)} ago",
+                f"{failure.name or failure.func} failed "
+                f"{timesince(failure.stopped, now)} ago",
                 url=reverse("admin:django_q_failure_change", args=[failure.pk]),
                 tone="bad",
                 when=failure.stopped,
@@ -84,7 +110,10 @@ def tasks_panel(request, now) -> dashboard.PanelData:
         if 0 <= index < 24:
             buckets[index]["ok" if row["success"] else "bad"] += row["n"]
     labels = [
-        timezone.localtime(start + timedelta(hours=i)).strftime("%H:00") for i in range(24)
+        timezone.localtime(start + timedelta(hours=i)).strftime("%H:00")
+        for i in range(24)
     ]
-    data.chart = dashboard.bar_chart(buckets, labels=labels, title="Tasks per hour, last 24 h")
+    data.chart = dashboard.bar_chart(
+        buckets, labels=labels, title="Tasks per hour, last 24 h"
+    )
     return data

@@ -44,7 +44,8 @@ def sync_roles(group_model, permission_model) -> None:
     viewer_ids = {
         pk
         for pk, app, code in perms
-        if (app in ROLE_APPS and code.startswith("view_")) or (app, code) in VIEWER_EXTRA
+        if (app in ROLE_APPS and code.startswith("view_"))
+        or (app, code) in VIEWER_EXTRA
     }
     for group, wanted in ((operators, operator_ids), (viewers, viewer_ids)):
         have = set(group.permissions.values_list("pk", flat=True))

@@ -114,11 +114,17 @@ def health_check(*, only: list[str] | None = None) -> dict:
         else:
             results[name] = _check_cluster(frozen_now)
     ok = all(r["ok"] for r in results.values())
-    return {"status": "ok" if ok else "fail", "time": frozen_now.isoformat(), "checks": results}
+    return {
+        "status": "ok" if ok else "fail",
+        "time": frozen_now.isoformat(),
+        "checks": results,
+    }
 
 
 # --- API keys -------------------------------------------------------------------
-def api_key_create(*, name: str, scopes: list[str], created_by=None) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, name: str, scopes: list[str], created_by=None
+) -> tuple[ApiKey, str]:
     """Create a key and return it with its plaintext, which is never stored."""
     key = ApiKey(name=name, scopes=sorted(set(scopes)), created_by=created_by)
     plaintext = key.generate()

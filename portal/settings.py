@@ -99,7 +99,9 @@ DATABASE_URL = env.str("DATABASE_URL", DEFAULT_DATABASE_URL)
 try:
     _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
 except (ValueError, KeyError) as exc:
-    env.error("DATABASE_URL", f"cannot be parsed ({exc}); use postgres://... or sqlite:///...")
+    env.error(
+        "DATABASE_URL", f"cannot be parsed ({exc}); use postgres://... or sqlite:///..."
+    )
     _database = dj_database_url.parse(DEFAULT_DATABASE_URL)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["OPTIONS"] = {**SQLITE_OPTIONS, **_database.get("OPTIONS", {})}
@@ -121,7 +123,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache, broker and background work ---------------------------------------
 REDIS_URL = env.str("REDIS_URL")
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    env.error("REDIS_URL", f"{REDIS_URL!r} must start with redis://, rediss:// or unix://")
+    env.error(
+        "REDIS_URL", f"{REDIS_URL!r} must start with redis://, rediss:// or unix://"
+    )
     REDIS_URL = ""
 # The cache is shared by every process: django-q2 keeps its cluster heartbeats in
 # it, so a per-process memory cache would hide the workers from /healthz.
@@ -219,7 +223,11 @@ USE_TZ = True
 
 # --- Static files -----------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", str(VAR_DIR / "static")))
+try:  # whitenoise warns on every start when the directory is missing
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

@@ -25,5 +25,9 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("api/v1/", include((api_v1, "portal-api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema"),
+        name="swagger-ui",
+    ),
 ]

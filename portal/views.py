@@ -53,7 +53,9 @@ class WhoAmIView(APIView):
             if user.is_superuser:
                 roles.append("superuser")
             roles += list(
-                user.groups.filter(name__in=[OPERATORS, VIEWERS]).values_list("name", flat=True)
+                user.groups.filter(name__in=[OPERATORS, VIEWERS]).values_list(
+                    "name", flat=True
+                )
             )
         data = {
             "authenticated_by": "api_key" if key else "session",
@@ -101,7 +103,9 @@ class TickViewSet(viewsets.ViewSet):
     @extend_schema(responses=TickSerializer(many=True))
     def list(self, request):
         schedules = _schedules()
-        return Response(TickSerializer([_tick_data(t, schedules) for t in TICKS], many=True).data)
+        return Response(
+            TickSerializer([_tick_data(t, schedules) for t in TICKS], many=True).data
+        )
 
     @extend_schema(
         responses=TickSerializer,
@@ -124,4 +128,6 @@ class TickViewSet(viewsets.ViewSet):
         if get_tick(name) is None:
             raise Http404
         task_id = services.tick_enqueue(name=name)
-        return Response(TickRunSerializer({"name": name, "task_id": task_id}).data, status=202)
+        return Response(
+            TickRunSerializer({"name": name, "task_id": task_id}).data, status=202
+        )

@@ -42,7 +42,9 @@ class Env:
             return True
         if word in FALSE_WORDS:
             return False if word else default
-        self.error(name, f"{raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+        self.error(
+            name, f"{raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)"
+        )
         return default
 
     def int(

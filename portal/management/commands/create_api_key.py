@@ -21,7 +21,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--user", help="Username recorded as the key's creator.")
 
-    def handle(self, *args, name: str, scopes: list[str], user: str | None, **options) -> None:
+    def handle(
+        self, *args, name: str, scopes: list[str], user: str | None, **options
+    ) -> None:
         creator = None
         if user:
             creator = get_user_model().objects.filter(username=user).first()
@@ -33,6 +35,7 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
-        self.stderr.write(f"Created API key {key.name!r} with scopes {', '.join(key.scopes) or 'none'}.")
+        scopes_text = ", ".join(key.scopes) or "none"
+        self.stderr.write(f"Created API key {key.name!r} with scopes {scopes_text}.")
         self.stderr.write("Store it now; it cannot be shown again:")
         self.stdout.write(plaintext)

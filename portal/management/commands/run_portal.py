@@ -18,7 +18,9 @@ class Command(BaseCommand):
     help = "Run the web server and the django-q2 cluster together; Ctrl-C stops both."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--addr", default="127.0.0.1:8000", help="host:port to serve on.")
+        parser.add_argument(
+            "--addr", default="127.0.0.1:8000", help="host:port to serve on."
+        )
         parser.add_argument(
             "--no-worker", action="store_true", help="Serve the web only, no qcluster."
         )
@@ -40,13 +42,17 @@ class Command(BaseCommand):
             # whole process group can be stopped by its PID.
             self.children[name] = subprocess.Popen(argv, start_new_session=True)
             self.stdout.write(f"started {name} (pid {self.children[name].pid})")
-        self.stdout.write(f"Ops Portal at http://{addr}/admin/ — Ctrl-C stops everything.")
+        self.stdout.write(
+            f"Ops Portal at http://{addr}/admin/ — Ctrl-C stops everything."
+        )
         exit_code = 0
         while not self.stopping:
             for name, child in self.children.items():
                 code = child.poll()
                 if code is not None:
-                    self.stderr.write(f"{name} exited with code {code}; stopping the rest.")
+                    self.stderr.write(
+                        f"{name} exited with code {code}; stopping the rest."
+                    )
                     exit_code = code or 1
                     self.stopping = True
                     break
@@ -70,7 +76,9 @@ class Command(BaseCommand):
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.stderr.write(f"{name} did not stop in {STOP_GRACE:.0f} s; killing it.")
+                self.stderr.write(
+                    f"{name} did not stop in {STOP_GRACE:.0f} s; killing it."
+                )
                 try:
                     os.killpg(child.pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -4,9 +4,9 @@ import getpass
 import smtplib
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
-from django.core.exceptions import ValidationError
 
 from portal import emails
 

@@ -6,10 +6,16 @@ from portal import services
 
 
 class Command(BaseCommand):
-    help = "Create or update the django-q2 schedule of every periodic job in portal/ticks.py."
+    help = (
+        "Create or update the django-q2 schedule of each periodic job in portal/ticks."
+    )
 
     def handle(self, *args, **options) -> None:
         for tick, created in services.schedules_sync():
             verb = "created" if created else "up to date"
-            self.stdout.write(f"{tick.name:<40} {tick.cron:<15} {verb}  {tick.crontab_guru}")
-        self.stdout.write(self.style.SUCCESS("Schedules are in sync with portal/ticks.py."))
+            self.stdout.write(
+                f"{tick.name:<40} {tick.cron:<15} {verb}  {tick.crontab_guru}"
+            )
+        self.stdout.write(
+            self.style.SUCCESS("Schedules are in sync with portal/ticks.py.")
+        )

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Quick start: virtualenv, install, migrate, demo data and logins, then the web
+# server and the django-q2 cluster together (Ctrl-C stops both).
+# Usage: scripts/run.sh [host:port]     (what `make run` runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ADDR="${1:-127.0.0.1:8000}"
+ensure_venv requirements.txt
+step "migrate";          "$PY" manage.py migrate --noinput
+step "setup_schedules";  "$PY" manage.py setup_schedules
+step "seed_demo";        "$PY" manage.py seed_demo
+echo
+echo "   Open http://$ADDR/admin/ and log in with one of the logins above."
+echo
+exec "$PY" manage.py run_portal --addr "$ADDR"
