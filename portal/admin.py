@@ -62,9 +62,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="State", ordering="revoked_at")
     def state(self, obj: ApiKey):
-        if obj.revoked_at:
-            return format_html('<span class="portal-tone-bad">revoked</span>')
-        return format_html('<span class="portal-tone-ok">active</span>')
+        tone, text = ("bad", "revoked") if obj.revoked_at else ("ok", "active")
+        return format_html('<span class="portal-tone-{}">{}</span>', tone, text)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # Revoke instead: a key's name and use history stay for the audit trail.

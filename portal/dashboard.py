@@ -20,7 +20,7 @@ from datetime import datetime
 
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def bar_chart(
     oldest first. ``labels`` become each bar's tooltip.
     """
     if not buckets:
-        return format_html("")
+        return mark_safe("")
     peak = max((sum(b.values()) for b in buckets), default=0) or 1
     slot = width / len(buckets)
     bar_w = max(1.0, slot - 1)

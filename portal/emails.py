@@ -30,10 +30,10 @@ def make_message(
     if not recipients:
         raise ValueError("an email needs at least one recipient")
     context = {"site_url": settings.SITE_URL, **(ctx or {})}
-    subject = render_to_string(f"emails/{name}-subject.txt", context)
+    subject = render_to_string(f"emails/{name}-subject.txt", context, using="text")
     # A subject is one line: template line breaks would corrupt the header.
     subject = settings.EMAIL_SUBJECT_PREFIX + " ".join(subject.split())
-    text = render_to_string(f"emails/{name}-body.txt", context)
+    text = render_to_string(f"emails/{name}-body.txt", context, using="text")
     message = EmailMultiAlternatives(
         subject=subject,
         body=text,

@@ -21,14 +21,34 @@ env = Env()
 
 # --- Core -------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", True)
-_secret = env.str("SECRET_KEY")
-SECRET_KEY_MISSING = not _secret
-# Only a DEBUG instance may run on a throw-away key; portal.E002 stops the others.
-SECRET_KEY = _secret or "insecure-dev-" + secrets.token_urlsafe(32)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env.str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 VAR_DIR = Path(env.str("VAR_DIR", str(BASE_DIR / "var")))
+_secret = env.str("SECRET_KEY")
+SECRET_KEY_MISSING = not _secret
+
+
+def _dev_secret_key(path: Path) -> str:
+    """A development key shared by every process of this checkout (web, workers):
+    django-q2 signs its packages with it, so a per-process key would break them."""
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("insecure-dev-" + secrets.token_urlsafe(40))
+            path.chmod(0o600)
+        return path.read_text().strip()
+    except OSError:
+        return "insecure-dev-" + secrets.token_urlsafe(40)
+
+
+# Only a DEBUG instance may run without SECRET_KEY; portal.E002 stops the others.
+if _secret:
+    SECRET_KEY = _secret
+elif DEBUG:
+    SECRET_KEY = _dev_secret_key(VAR_DIR / "dev-secret-key")
+else:
+    SECRET_KEY = "unset-" + secrets.token_urlsafe(40)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",
@@ -77,6 +97,14 @@ TEMPLATES = [
             ],
         },
     },
+    {
+        # Plain-text email bodies and subjects: the same templates, no HTML escaping.
+        "NAME": "text",
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {"autoescape": False},
+    },
 ]
 
 # --- Database ---------------------------------------------------------------
@@ -99,24 +127,27 @@ DATABASE_URL = env.str("DATABASE_URL", DEFAULT_DATABASE_URL)
 try:
     _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
 except (ValueError, KeyError) as exc:
-    env.error(
-        "DATABASE_URL", f"cannot be parsed ({exc}); use postgres://... or sqlite:///..."
-    )
-    _database = dj_database_url.parse(DEFAULT_DATABASE_URL)
+    env.error("DATABASE_URL", f"cannot be parsed ({exc})")
+    _database = None
+if _database is not None and _database["ENGINE"] not in (
+    "django.db.backends.sqlite3",
+    "django.db.backends.postgresql",
+    "django.db.backends.postgresql_psycopg2",
+):
+    env.error("DATABASE_URL", "only postgres:// and sqlite:/// URLs are supported")
+    _database = None
+if _database is None:
+    # A stand-in so that Django starts far enough to report the error.
+    _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["OPTIONS"] = {**SQLITE_OPTIONS, **_database.get("OPTIONS", {})}
     if DATABASE_URL == DEFAULT_DATABASE_URL:
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-elif _database["ENGINE"] in (
-    "django.db.backends.postgresql",
-    "django.db.backends.postgresql_psycopg2",
-):
+else:
     _database["ENGINE"] = "django.db.backends.postgresql"
     _database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", 60, min_value=0)
     _database["CONN_HEALTH_CHECKS"] = True
     _database.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
-else:
-    env.error("DATABASE_URL", f"engine {_database['ENGINE']} is not supported")
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
