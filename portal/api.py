@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -63,7 +64,9 @@ class ApiKeyAuthentication(BaseAuthentication):
                 "The owner of this API key is inactive."
             )
         api_key.touch()
-        return (user, api_key)
+        # A key made by `create_api_key` without --user has no owner: the request
+        # is then anonymous as a user, and its key alone grants access.
+        return (user or AnonymousUser(), api_key)
 
     def authenticate_header(self, request) -> str:
         return f'{self.keyword} realm="api"'

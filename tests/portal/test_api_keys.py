@@ -176,3 +176,11 @@ def test_command_rejects_bad_scopes_with_one_line(db):
             stdout=io.StringIO(),
             stderr=io.StringIO(),
         )
+
+
+def test_a_key_without_an_owner_still_works(api_client, db):
+    _, plaintext = services.api_key_create(name="orphan", scopes=["portal:read"])
+    response = api_client.get("/api/v1/whoami/", HTTP_X_API_KEY=plaintext)
+    assert response.status_code == 200
+    assert response.json()["username"] is None
+    assert api_client.get("/api/v1/ticks/", HTTP_X_API_KEY=plaintext).status_code == 200
