@@ -73,7 +73,10 @@ def test_it_serves_with_a_live_cluster_and_stops_on_ctrl_c(tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert not any(alive(pid) for pid in children)
-        assert "stopped." in log.read_text()
+        output = log.read_text()
+        assert "stopped." in output
+        # both stopped gracefully, none had to be killed
+        assert "killing it" not in output
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -65,12 +65,12 @@ class Command(BaseCommand):
         self.stopping = True
 
     def _stop_all(self) -> None:
+        # SIGTERM to each child's leader only: qcluster then stops its own workers
+        # in order. Signalling the whole group at once makes its workers die under
+        # it and the cluster hangs; the group is only for the SIGKILL fallback.
         for child in self.children.values():
             if child.poll() is None:
-                try:
-                    os.killpg(child.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         for name, child in self.children.items():
             try:
