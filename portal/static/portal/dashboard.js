@@ -10,6 +10,9 @@
     if (document.hidden) { return; }
     fetch(url, {credentials: "same-origin", headers: {"X-Requested-With": "fetch"}})
       .then(function (r) {
+        // A logged-out request is redirected to the login page: never paste that
+        // page into the dashboard; keep the last panels and say what happened.
+        if (r.redirected) { throw new Error("session expired, reload the page"); }
         if (!r.ok) { throw new Error("HTTP " + r.status); }
         return r.text();
       })
