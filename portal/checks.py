@@ -60,4 +60,6 @@ def fail_fast() -> None:
     if problems:
         for message in problems:
             print(f"{message.id}: {message.msg}", file=sys.stderr)
-        raise SystemExit(1)
+        # 3 is gunicorn's "worker failed to boot": the master halts instead of
+        # re-spawning workers that can never start.
+        raise SystemExit(3)

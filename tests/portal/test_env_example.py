@@ -9,7 +9,11 @@ from tests.fixtures.processes import ROOT
 
 def test_every_setting_variable_is_in_env_example():
     settings_src = (ROOT / "portal" / "settings.py").read_text()
-    read = set(re.findall(r'env\.(?:str|bool|int|list|choice)\(\s*"([A-Z0-9_]+)"', settings_src))
+    read = set(
+        re.findall(
+            r'env\.(?:str|bool|int|list|choice)\(\s*"([A-Z0-9_]+)"', settings_src
+        )
+    )
     example = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^([A-Z0-9_]+)=", example, flags=re.MULTILINE))
     assert read, "no variables found: did the settings helpers change name?"

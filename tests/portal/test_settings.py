@@ -125,7 +125,7 @@ def test_wsgi_entry_point_fails_fast_with_one_line(tmp_path):
     result = run_python(
         {"VAR_DIR": str(tmp_path), "DEBUG": "0"}, "-c", "import portal.wsgi"
     )
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.strip() == (
         "portal.E002: SECRET_KEY must be set when DEBUG is off."
     )
@@ -144,3 +144,22 @@ def test_env_reader_collects_errors_instead_of_raising():
     assert env.int("MISSING", 9) == 9
     assert [name for name, _ in env.errors] == ["B", "E", "F"]
     assert env.errors[1] == ("E", "-3 is below the minimum of 0")
+
+
+def test_gunicorn_refuses_to_start_instead_of_respawning(tmp_path):
+    from tests.fixtures.processes import free_port
+
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    result = run_python(
+        {"VAR_DIR": str(tmp_path), "DEBUG": "0"},
+        "-c",
+        "import sys, runpy; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')",
+        gunicorn,
+        "portal.wsgi",
+        "--bind",
+        f"127.0.0.1:{free_port()}",
+    )
+    assert result.returncode == 3
+    assert "portal.E002: SECRET_KEY must be set when DEBUG is off." in result.stderr
+    assert "Worker failed to boot" in result.stderr
