@@ -3,6 +3,12 @@ from __future__ import annotations
 from rest_framework import serializers
 
 
+class ErrorSerializer(serializers.Serializer):
+    """The body of an error that is not about one field, e.g. a 404."""
+
+    detail = serializers.CharField()
+
+
 class HealthCheckSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     error = serializers.CharField(required=False)

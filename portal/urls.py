@@ -19,6 +19,8 @@ api_v1 = [
     path("", include(router.urls)),
 ]
 
+handler404 = "portal.views.page_not_found"
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),

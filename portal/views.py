@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.http import Http404, JsonResponse
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -14,8 +15,23 @@ from rest_framework.views import APIView
 from portal import services
 from portal.models import ApiKey
 from portal.roles import OPERATORS, VIEWERS
-from portal.serializers import TickRunSerializer, TickSerializer, WhoAmISerializer
+from portal.serializers import (
+    ErrorSerializer,
+    TickRunSerializer,
+    TickSerializer,
+    WhoAmISerializer,
+)
 from portal.ticks import TICKS, get_tick
+
+# Paths answered in JSON even when no route matches: API clients parse the body.
+JSON_PATH_PREFIXES = ("/api/", "/fleet/")
+
+
+def page_not_found(request, exception):
+    """handler404: JSON under the API prefixes, the normal page elsewhere."""
+    if request.path.startswith(JSON_PATH_PREFIXES):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 @never_cache
@@ -90,6 +106,18 @@ def _schedules() -> dict:
     }
 
 
+TICK_NAME_REGEX = r"[A-Za-z0-9_.-]+"
+# The route's own pattern (a name outside it never reaches the view), and a real
+# tick, so that Swagger's "Try it out" and the API fuzz test can hit the 2xx path.
+TICK_NAME_PARAMETER = OpenApiParameter(
+    "name",
+    str,
+    OpenApiParameter.PATH,
+    pattern=f"^{TICK_NAME_REGEX}$",
+    examples=[OpenApiExample("A tick", value=TICKS[0].name)],
+)
+
+
 class TickViewSet(viewsets.ViewSet):
     """The portal's periodic jobs (one list, run by django-q2 or system cron)."""
 
@@ -97,7 +125,7 @@ class TickViewSet(viewsets.ViewSet):
     read_perm = "portal.view_dashboard"
     write_perm = "portal.run_tick"
     lookup_field = "name"
-    lookup_value_regex = r"[A-Za-z0-9_.-]+"
+    lookup_value_regex = TICK_NAME_REGEX
     serializer_class = TickSerializer
 
     @extend_schema(responses=TickSerializer(many=True))
@@ -108,8 +136,8 @@ class TickViewSet(viewsets.ViewSet):
         )
 
     @extend_schema(
-        responses=TickSerializer,
-        parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH)],
+        responses={200: TickSerializer, 404: ErrorSerializer},
+        parameters=[TICK_NAME_PARAMETER],
     )
     def retrieve(self, request, name=None):
         tick = get_tick(name)
@@ -119,8 +147,8 @@ class TickViewSet(viewsets.ViewSet):
 
     @extend_schema(
         request=None,
-        responses={202: TickRunSerializer},
-        parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH)],
+        responses={202: TickRunSerializer, 404: ErrorSerializer},
+        parameters=[TICK_NAME_PARAMETER],
     )
     @action(detail=True, methods=["post"])
     def run(self, request, name=None):

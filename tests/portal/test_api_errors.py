@@ -37,3 +37,13 @@ def test_malformed_json_is_a_400_not_a_500(client_):
     response = client_.post("/echo/", "{not json", content_type="application/json")
     assert response.status_code == 400
     assert response.json()["detail"].startswith("JSON parse error")
+
+
+@pytest.mark.urls("portal.urls")
+def test_unknown_api_paths_are_json_404s(client):
+    response = client.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404
+    assert page["Content-Type"].startswith("text/html")
