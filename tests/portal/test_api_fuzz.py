@@ -49,7 +49,22 @@ API_V1_OPERATIONS = {
 
 
 @pytest.fixture
-def api_key_header(make_api_key) -> dict[str, str]:
+def keep_test_connection():
+    """Calls through the WSGI app (not Django's test client) fire request_started
+    and request_finished, whose close_old_connections() would close the test
+    transaction's connection on PostgreSQL; the test client disconnects it too."""
+    from django.core import signals
+    from django.db import close_old_connections
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def api_key_header(make_api_key, keep_test_connection) -> dict[str, str]:
     _, plaintext = make_api_key(*(scope for scope, _ in API_SCOPE_CHOICES))
     return {"X-Api-Key": plaintext}
 
