@@ -14,6 +14,8 @@ class PortalAdminSite(admin.AdminSite):
     site_title = "Ops Portal"
     index_title = "Operations dashboard"
     index_template = "admin/portal/index.html"
+    # The admin is the whole UI: no separate public site to link to.
+    site_url = None
     # Seconds between in-place refreshes of the dashboard panels.
     dashboard_refresh_seconds = 30
 

@@ -87,3 +87,24 @@ def test_run_now_enqueues_the_tick(db):
     task_id = services.tick_enqueue(name="portal.prune_task_history")
     assert task_id
     assert OrmQ.objects.count() == 1
+
+
+def test_system_cron_runs_the_same_function(db, settings):
+    """`crontab add` installs `manage.py crontab run <hash>` lines; run one here."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_crontab.crontab import Crontab
+    from django_q.models import Task
+
+    settings.TASK_HISTORY_DAYS = 1
+    old = timezone.now() - timedelta(days=3)
+    Task.objects.create(
+        id="old", name="old", func="f", started=old, stopped=old, success=True
+    )
+    job = next(
+        j for j in settings.CRONJOBS if j[1] == "portal.tasks.prune_task_history"
+    )
+    job_hash = Crontab()._Crontab__hash_job(job)
+    call_command("crontab", "run", job_hash)
+    assert not Task.objects.filter(id="old").exists()
