@@ -1,1 +1,328 @@
-"""Packages and pipelines models: packages, runs, pipeline runs."""
+"""Packages (ApMan) and their runs."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from portal.lib.cron import validate_cron, validate_timezone
+
+DEFAULT_MAX_LOG_BYTES = 50 * 1024 * 1024
+
+
+def validate_argv(value: object) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("The command must be a non-empty list of arguments.")
+    if not all(isinstance(arg, str) for arg in value):
+        raise ValidationError("Every argument of the command must be a string.")
+
+
+def validate_json_object(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError('Must be a JSON object, e.g. {"key": "value"}.')
+
+
+def validate_env_map(value: object) -> None:
+    validate_json_object(value)
+    for name, val in value.items():
+        if not name or not str(name).replace("_", "a").isalnum() or name[0].isdigit():
+            raise ValidationError(f"{name!r} is not a valid environment variable name.")
+        if not isinstance(val, str):
+            raise ValidationError(f"The value of {name} must be a string.")
+
+
+def validate_name_list(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Must be a list of environment variable names.")
+    for name in value:
+        if not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise ValidationError(f"{name!r} is not a valid environment variable name.")
+
+
+def validate_recipients(value: object) -> None:
+    from django.core.validators import validate_email
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Must be a list of email addresses.")
+    for address in value:
+        try:
+            validate_email(address)
+        except ValidationError as exc:
+            raise ValidationError(f"{address!r} is not an email address.") from exc
+
+
+class Package(models.Model):
+    """An analytics package: a command run in its own process (and venv)."""
+
+    class Concurrency(models.TextChoices):
+        ALLOW = "allow", "Allow parallel runs"
+        SKIP = "skip", "Skip if running"
+        QUEUE = "queue", "Queue behind the running one"
+
+    slug = models.SlugField(
+        max_length=100, unique=True, help_text="The package id (ApMan's `id`)."
+    )
+    description = models.TextField(blank=True)
+    directory = models.CharField(
+        max_length=500,
+        help_text="Absolute path of the package folder; the command runs there.",
+    )
+    command = models.JSONField(
+        validators=[validate_argv],
+        help_text="Argument list. Relative paths resolve against the directory; "
+        "{python} is the package venv's interpreter.",
+    )
+    timeout = models.PositiveIntegerField(
+        validators=[MinValueValidator(1)], help_text="Seconds; the run is killed after."
+    )
+    parameters = models.JSONField(
+        default=dict, blank=True, validators=[validate_json_object]
+    )
+    parameters_as_argument = models.BooleanField(
+        default=True,
+        help_text="Append the parameters as one JSON argument (ApMan-compatible).",
+    )
+    environment = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_env_map],
+        help_text="Environment variables for the package (not secrets).",
+    )
+    secret_env = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_name_list],
+        verbose_name="secret references",
+        help_text="Names of the portal's environment variables passed to the "
+        "package's environment. Their values are never stored or shown.",
+    )
+    requirements_file = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="requirements.txt path, relative to the directory; builds a venv.",
+    )
+    notify_success = models.BooleanField(default=False)
+    recipients = models.JSONField(
+        default=list, blank=True, validators=[validate_recipients]
+    )
+    concurrency = models.CharField(
+        max_length=10, choices=Concurrency.choices, default=Concurrency.ALLOW
+    )
+    max_retries = models.PositiveSmallIntegerField(default=0)
+    retry_backoff = models.PositiveIntegerField(
+        default=60, help_text="Seconds before the first retry; doubles each attempt."
+    )
+    schedule = models.CharField(
+        max_length=100, blank=True, validators=[validate_cron], help_text="Cron."
+    )
+    schedule_tz = models.CharField(
+        max_length=64, default="UTC", validators=[validate_timezone]
+    )
+    next_scheduled_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    max_log_bytes = models.PositiveBigIntegerField(
+        default=DEFAULT_MAX_LOG_BYTES,
+        validators=[MinValueValidator(1024)],
+        help_text="Output beyond this is cut (the run goes on).",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [("run_package", "Can run and cancel packages")]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.command or [])
+
+    @property
+    def directory_path(self) -> Path:
+        return Path(self.directory)
+
+    def clean(self) -> None:
+        if self.directory and not Path(self.directory).is_absolute():
+            raise ValidationError({"directory": "Give an absolute path."})
+        if self.schedule:
+            from portal.lib.cron import next_after
+
+            self.next_scheduled_at = next_after(
+                self.schedule, self.schedule_tz, timezone.now()
+            )
+        else:
+            self.next_scheduled_at = None
+
+
+class PackageRunQuerySet(models.QuerySet):
+    def active(self) -> PackageRunQuerySet:
+        return self.filter(status__in=PackageRun.ACTIVE)
+
+
+class PackageRun(models.Model):
+    """One run of a package: from queued to a terminal status, with its log."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        TIMED_OUT = "timed_out", "Timed out"
+        CANCELLED = "cancelled"
+        LOST = "lost"
+
+    class Trigger(models.TextChoices):
+        CLI = "cli", "Command line"
+        ADMIN = "admin"
+        SCHEDULE = "schedule"
+        API = "api", "API"
+        RETRY = "retry"
+
+    class Email(models.TextChoices):
+        NONE = "", "Not sent"
+        SENT = "sent"
+        SUPPRESSED = "suppressed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    TERMINAL = (
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.TIMED_OUT,
+        Status.CANCELLED,
+        Status.LOST,
+    )
+    FAILURES = (Status.FAILED, Status.TIMED_OUT, Status.LOST)
+
+    package = models.ForeignKey(Package, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    triggered_by = models.CharField(max_length=150, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    timeout = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    notify = models.BooleanField(default=True)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    exit_code = models.IntegerField(null=True, blank=True)
+    signal_name = models.CharField(max_length=16, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    pgid = models.IntegerField(null=True, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    output_bytes = models.PositiveBigIntegerField(default=0)
+    log_truncated = models.BooleanField(default=False)
+    log_head = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    log_path = models.CharField(max_length=500, blank=True)
+    cpu_user = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    cpu_system = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    max_rss_kb = models.PositiveBigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    email = models.CharField(
+        max_length=10, choices=Email.choices, default=Email.NONE, blank=True
+    )
+
+    objects = PackageRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [
+            models.Index(fields=["package", "-queued_at"]),
+            models.Index(fields=["status", "heartbeat_at"]),
+        ]
+        constraints = [
+            # One run per cron occurrence, however many schedulers race for it.
+            models.UniqueConstraint(
+                fields=["package", "scheduled_for"],
+                condition=models.Q(trigger="schedule"),
+                name="one_run_per_occurrence",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.package.slug} #{self.pk}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def start(self, *, pid: int, host: str, log_path: str, now: datetime) -> None:
+        """Record the child as started (the run was claimed as RUNNING already)."""
+        self.pid = self.pgid = pid
+        self.host = host
+        self.log_path = log_path
+        self.heartbeat_at = now
+        PackageRun.objects.filter(pk=self.pk).update(
+            pid=pid, pgid=pid, host=host, log_path=log_path, heartbeat_at=now
+        )
+
+    start.alters_data = True
+
+    def finish(self, status: str, *, now: datetime | None = None, **fields) -> bool:
+        """Move to a terminal status exactly once; False when already finished.
+
+        A conditional update: the runner, a cancel and the reconciler may race to
+        finish one run, and only the first one wins.
+        """
+        if status not in self.TERMINAL:
+            raise ValueError(f"{status!r} is not a terminal status")
+        now = now or timezone.now()
+        values = {"status": status, "finished_at": now, **fields}
+        if self.started_at is not None:
+            values["duration"] = max(0.0, (now - self.started_at).total_seconds())
+        done = (
+            PackageRun.objects.filter(pk=self.pk, status__in=self.ACTIVE).update(
+                **values
+            )
+            == 1
+        )
+        if done:
+            for name, value in values.items():
+                setattr(self, name, value)
+        return done
+
+    finish.alters_data = True
+
+    def request_cancel(self) -> bool:
+        """Ask the runner to stop; it notices within about a second."""
+        return (
+            PackageRun.objects.filter(
+                pk=self.pk, status=self.Status.RUNNING, cancel_requested_at=None
+            ).update(cancel_requested_at=timezone.now())
+            == 1
+        )
+
+    request_cancel.alters_data = True
+
+    def log_file(self) -> Path | None:
+        return Path(self.log_path) if self.log_path else None
+
+
+def runs_dir() -> Path:
+    return Path(settings.PACKAGES_RUNS_DIR)

@@ -210,6 +210,19 @@ CRONTAB_DJANGO_MANAGE_PATH = str(BASE_DIR / "manage.py")
 CRONTAB_LOCK_JOBS = True
 CRONTAB_COMMENT = "ops-portal"
 
+# --- Packages -----------------------------------------------------------------
+# Run logs (one folder per run) and the packages' virtualenvs.
+PACKAGES_RUNS_DIR = Path(env.str("PACKAGES_RUNS_DIR", str(VAR_DIR / "runs")))
+PACKAGES_ENVS_DIR = Path(env.str("PACKAGES_ENVS_DIR", str(VAR_DIR / "envs")))
+# Seconds between SIGTERM and SIGKILL when a run times out or is cancelled.
+PACKAGES_KILL_GRACE = env.int("PACKAGES_KILL_GRACE", 5, min_value=0, max_value=600)
+# A running run writes a heartbeat this often; without one for PACKAGES_LOST_AFTER
+# seconds the reconciler marks it lost.
+PACKAGES_HEARTBEAT = env.int("PACKAGES_HEARTBEAT", 2, min_value=1)
+PACKAGES_LOST_AFTER = env.int("PACKAGES_LOST_AFTER", 60, min_value=5)
+# Repeated failures of one package within this many seconds send one email.
+PACKAGES_NOTIFY_WINDOW = env.int("PACKAGES_NOTIFY_WINDOW", 3600, min_value=0)
+
 # --- Email ------------------------------------------------------------------
 EMAIL_HOST = env.str("EMAIL_HOST")
 EMAIL_PORT = env.int("EMAIL_PORT", 587, min_value=1, max_value=65535)
