@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -203,6 +204,9 @@ class PackageRun(models.Model):
     FAILURES = (Status.FAILED, Status.TIMED_OUT, Status.LOST)
 
     package = models.ForeignKey(Package, on_delete=models.CASCADE, related_name="runs")
+    # The marker in the child's environment (PORTAL_RUN_ID): unique across hosts
+    # and databases, so a sweep never touches another run's processes.
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     status = models.CharField(
         max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
@@ -308,6 +312,24 @@ class PackageRun(models.Model):
         return done
 
     finish.alters_data = True
+
+    def cancel_if_queued(self) -> bool:
+        """QUEUED → CANCELLED in one conditional update; False if it already started."""
+        now = timezone.now()
+        done = (
+            PackageRun.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+                status=self.Status.CANCELLED,
+                finished_at=now,
+                cancel_requested_at=now,
+                error="Cancelled before it started.",
+            )
+            == 1
+        )
+        if done:
+            self.status, self.finished_at = self.Status.CANCELLED, now
+        return done
+
+    cancel_if_queued.alters_data = True
 
     def request_cancel(self) -> bool:
         """Ask the runner to stop; it notices within about a second."""

@@ -35,6 +35,18 @@ TICKS: list[Tick] = [
         cron="17 3 * * *",
         description="Delete django-q2 task results older than the retention period.",
     ),
+    Tick(
+        name="packages.enqueue_scheduled",
+        func="packages_app.tasks.enqueue_scheduled",
+        cron="* * * * *",
+        description="Enqueue one run per due cron occurrence of scheduled packages.",
+    ),
+    Tick(
+        name="packages.reconcile_runs",
+        func="packages_app.tasks.reconcile_runs",
+        cron="* * * * *",
+        description="Mark runs whose heartbeat stopped as lost and kill what is left.",
+    ),
 ]
 
 

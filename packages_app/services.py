@@ -1,0 +1,328 @@
+"""Package workflows: create, enqueue, claim, execute, cancel, retry, schedule,
+reconcile. Views, admin actions, commands and tasks call these."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import datetime, timedelta
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from packages_app.models import Package, PackageRun
+from portal.lib.cron import next_after
+
+logger = logging.getLogger(__name__)
+Status = PackageRun.Status
+
+
+class RunRefused(Exception):
+    """A run was not created: the package is disabled, or its policy says skip."""
+
+    def __init__(self, message: str, *, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_parameters(pairs: list[str]) -> dict:
+    """``key=value`` pairs from the command line; values that are JSON are parsed."""
+    import json
+
+    result: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError({"parameters": f"{pair!r} is not key=value."})
+        try:
+            result[key.strip()] = json.loads(value)
+        except ValueError:
+            result[key.strip()] = value
+    return result
+
+
+def run_create(
+    *,
+    package: Package,
+    trigger: str,
+    triggered_by: str = "",
+    parameters: dict | None = None,
+    timeout: int | None = None,
+    notify: bool = True,
+    scheduled_for: datetime | None = None,
+    retry_of: PackageRun | None = None,
+    not_before: datetime | None = None,
+) -> PackageRun:
+    """A new QUEUED run, or ``RunRefused`` (disabled, or skipped by policy)."""
+    if not package.enabled and trigger != PackageRun.Trigger.RETRY:
+        raise RunRefused(f"Package {package.slug} is disabled.", code="disabled")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ValidationError({"parameters": "Must be a JSON object."})
+    with transaction.atomic():
+        if package.concurrency == Package.Concurrency.SKIP:
+            active = (
+                PackageRun.objects.active()
+                .filter(package=package)
+                .order_by("pk")
+                .first()
+            )
+            if active is not None:
+                raise RunRefused(
+                    f"Skipped: {package.slug} already has run #{active.pk} "
+                    f"{active.status} (policy: skip if running).",
+                    code="skipped",
+                )
+        run = PackageRun(
+            package=package,
+            trigger=trigger,
+            triggered_by=triggered_by[:150],
+            parameters=parameters or {},
+            timeout=timeout or package.timeout,
+            notify=notify,
+            scheduled_for=scheduled_for,
+            attempt=(retry_of.attempt + 1) if retry_of else 1,
+            retry_of=retry_of,
+            not_before=not_before,
+        )
+        run.full_clean()
+        run.save()
+    return run
+
+
+def task_timeout(run: PackageRun) -> int:
+    """django-q2's limit for the task: the run's timeout, its kill grace, a margin."""
+    return run.timeout + settings.PACKAGES_KILL_GRACE + 60
+
+
+def run_enqueue(run: PackageRun) -> PackageRun:
+    """Hand the run to the workers once the transaction commits."""
+    from django_q.tasks import async_task, schedule
+
+    def send() -> None:
+        if run.not_before and run.not_before > timezone.now():
+            from django_q.models import Schedule
+
+            schedule(
+                "packages_app.tasks.execute_run",
+                run.pk,
+                name=f"package-run-{run.pk}",
+                schedule_type=Schedule.ONCE,
+                next_run=run.not_before,
+                repeats=1,
+            )
+        else:
+            async_task(
+                "packages_app.tasks.execute_run",
+                run.pk,
+                task_name=f"package {run.package.slug} run {run.pk}",
+                timeout=task_timeout(run),
+            )
+
+    transaction.on_commit(send)
+    return run
+
+
+def run_claim(run: PackageRun) -> bool:
+    """QUEUED → RUNNING, once. With the queue policy, only when no other run of the
+    package is running; the package row is locked so two claims can't both pass."""
+    now = timezone.now()
+    with transaction.atomic():
+        package = Package.objects.select_for_update().get(pk=run.package_id)
+        if package.concurrency == Package.Concurrency.QUEUE:
+            if (
+                PackageRun.objects.filter(package=package, status=Status.RUNNING)
+                .exclude(pk=run.pk)
+                .exists()
+            ):
+                return False
+        claimed = (
+            PackageRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+                status=Status.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                host=socket.gethostname(),
+            )
+            == 1
+        )
+    if claimed:
+        run.status, run.started_at, run.heartbeat_at = Status.RUNNING, now, now
+    return claimed
+
+
+def run_execute(run: PackageRun, *, echo: BinaryIO | None = None) -> PackageRun:
+    """Claim and run; then notify, retry and start the next queued run."""
+    from packages_app import runner
+
+    if not run_claim(run):
+        run.refresh_from_db()
+        return run
+    runner.execute(run, echo=echo)
+    run.refresh_from_db()
+    run_after_finish(run)
+    return run
+
+
+def run_after_finish(run: PackageRun) -> None:
+    """What follows a terminal status: email, a retry, the next queued run."""
+    from packages_app import notifications
+
+    if run.notify:
+        try:
+            notifications.run_finished(run)
+        except Exception:  # mail trouble must not lose the retry or the queue
+            logger.exception("notifying about run %s failed", run.pk)
+    run_retry(run)
+    run_dispatch_next(run.package)
+
+
+def run_retry(run: PackageRun) -> PackageRun | None:
+    """Queue the next attempt of a failed run, with exponential backoff."""
+    package = run.package
+    if run.status not in PackageRun.FAILURES or run.attempt > package.max_retries:
+        return None
+    delay = package.retry_backoff * (2 ** (run.attempt - 1))
+    retry = run_create(
+        package=package,
+        trigger=PackageRun.Trigger.RETRY,
+        triggered_by=f"retry of #{run.pk}",
+        parameters=run.parameters,
+        timeout=run.timeout,
+        notify=run.notify,
+        scheduled_for=None,
+        retry_of=run,
+        not_before=timezone.now() + timedelta(seconds=delay),
+    )
+    return run_enqueue(retry)
+
+
+def run_dispatch_next(package: Package) -> PackageRun | None:
+    """With the queue policy, hand the oldest waiting run to the workers."""
+    if package.concurrency != Package.Concurrency.QUEUE:
+        return None
+    if PackageRun.objects.filter(package=package, status=Status.RUNNING).exists():
+        return None
+    now = timezone.now()
+    nxt = (
+        PackageRun.objects.filter(package=package, status=Status.QUEUED)
+        .exclude(not_before__gt=now)
+        .order_by("queued_at", "pk")
+        .first()
+    )
+    return run_enqueue(nxt) if nxt else None
+
+
+def run_cancel(run: PackageRun) -> bool:
+    """Cancel a queued run at once, or ask a running one to stop (the runner kills
+    its process group within about a second)."""
+    if run.cancel_if_queued():
+        return True
+    run.refresh_from_db()
+    if run.status == Status.RUNNING:
+        return run.request_cancel()
+    return False
+
+
+def package_run_now(
+    *,
+    package: Package,
+    trigger: str,
+    triggered_by: str,
+    parameters: dict | None = None,
+    timeout: int | None = None,
+    notify: bool = True,
+) -> PackageRun:
+    """Create and enqueue a run (admin button, API, ``run_package --queue``)."""
+    run = run_create(
+        package=package,
+        trigger=trigger,
+        triggered_by=triggered_by,
+        parameters=parameters,
+        timeout=timeout,
+        notify=notify,
+    )
+    return run_enqueue(run)
+
+
+def schedules_enqueue(now: datetime | None = None) -> list[PackageRun]:
+    """Enqueue one run per due cron occurrence of every scheduled package.
+
+    The occurrence is claimed by the unique (package, scheduled_for) constraint,
+    so two schedulers running at once enqueue it once. After downtime only the
+    latest missed occurrence runs; older ones are skipped and logged.
+    """
+    now = now or timezone.now()
+    created = []
+    due = Package.objects.filter(enabled=True, next_scheduled_at__lte=now).exclude(
+        schedule=""
+    )
+    for package in due:
+        occurrence = package.next_scheduled_at
+        following = next_after(package.schedule, package.schedule_tz, occurrence)
+        skipped = 0
+        while following <= now:
+            occurrence, following = (
+                following,
+                next_after(package.schedule, package.schedule_tz, following),
+            )
+            skipped += 1
+        if skipped:
+            logger.warning("%s: %d missed occurrence(s) skipped", package.slug, skipped)
+        Package.objects.filter(
+            pk=package.pk, next_scheduled_at=package.next_scheduled_at
+        ).update(next_scheduled_at=following)
+        taken = PackageRun.objects.filter(
+            package=package,
+            trigger=PackageRun.Trigger.SCHEDULE,
+            scheduled_for=occurrence,
+        )
+        if taken.exists():
+            continue
+        try:
+            with transaction.atomic():
+                run = run_create(
+                    package=package,
+                    trigger=PackageRun.Trigger.SCHEDULE,
+                    triggered_by="schedule",
+                    scheduled_for=occurrence,
+                )
+        except (IntegrityError, ValidationError) as exc:
+            # Another scheduler created this occurrence's run between the check
+            # and the insert; the unique constraint refused the second one.
+            logger.info(
+                "%s: occurrence %s already taken (%s)", package.slug, occurrence, exc
+            )
+            continue
+        except RunRefused as exc:
+            logger.info("%s: scheduled run not created: %s", package.slug, exc)
+            continue
+        created.append(run_enqueue(run))
+    return created
+
+
+def runs_reconcile(now: datetime | None = None) -> list[PackageRun]:
+    """Mark RUNNING runs whose heartbeat stopped as LOST, killing their processes
+    when they ran on this host; then retry, notify and dispatch as usual."""
+    from packages_app import runner
+
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.PACKAGES_LOST_AFTER)
+    host = socket.gethostname()
+    lost = []
+    for run in PackageRun.objects.filter(
+        status=Status.RUNNING, heartbeat_at__lt=stale
+    ).select_related("package"):
+        if not run.finish(
+            Status.LOST,
+            now=now,
+            error=f"No heartbeat since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC: "
+            "the worker running it died or was killed.",
+        ):
+            continue
+        if run.host == host:
+            runner.kill_run_processes(run.pgid, str(run.uuid))
+        lost.append(run)
+        run_after_finish(run)
+    return lost
