@@ -154,14 +154,31 @@ class Package(models.Model):
     def clean(self) -> None:
         if self.directory and not Path(self.directory).is_absolute():
             raise ValidationError({"directory": "Give an absolute path."})
-        if self.schedule:
-            from portal.lib.cron import next_after
-
-            self.next_scheduled_at = next_after(
-                self.schedule, self.schedule_tz, timezone.now()
+        # django-q2 hands a task out again after Q_RETRY seconds: a run must end
+        # (timeout, kill grace, margin) before that, or it would run twice.
+        retry = settings.Q_CLUSTER.get("retry")
+        limit = (self.timeout or 0) + settings.PACKAGES_KILL_GRACE + 60
+        if retry and limit >= retry:
+            most = retry - settings.PACKAGES_KILL_GRACE - 61
+            raise ValidationError(
+                {
+                    "timeout": f"At most {most} s: the workers hand a task out "
+                    f"again after Q_RETRY={retry} s."
+                }
             )
-        else:
+        if not self.schedule:
             self.next_scheduled_at = None
+            return
+        from portal.lib.cron import next_after
+
+        try:
+            validate_cron(self.schedule)
+            validate_timezone(self.schedule_tz)
+        except ValidationError:
+            return  # already reported on the field
+        self.next_scheduled_at = next_after(
+            self.schedule, self.schedule_tz, timezone.now()
+        )
 
 
 class PackageRunQuerySet(models.QuerySet):
