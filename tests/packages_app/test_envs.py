@@ -282,3 +282,26 @@ def test_it_reports_a_failed_build_in_the_command_in_one_line(package):
 
     with pytest.raises(CommandError, match=r"^Cannot read the requirements file"):
         call_command("build_package_env", "churn", stdout=io.StringIO())
+
+
+def test_a_run_builds_the_env_first_and_uses_its_python(package, tmp_path):
+    from packages_app import services
+
+    (tmp_path / "main.py").write_text(
+        "import sys, portal_demo_pkg as pkg\nprint('venv', sys.prefix, pkg.VERSION)\n"
+    )
+    run = services.run_execute(services.run_create(package=package, trigger="cli"))
+    assert run.status == "succeeded", run.error
+    log = Path(run.log_path).read_text()
+    assert f"venv {env_path(package)} 1.0" in log
+
+
+def test_a_failed_build_fails_the_run_with_the_installer_output(package, tmp_path):
+    from packages_app import services
+
+    (tmp_path / "requirements.txt").write_text("nonexistent-pkg==9\n")
+    run = services.run_execute(services.run_create(package=package, trigger="cli"))
+    assert run.status == "failed"
+    assert run.pid is None  # the package never started
+    assert run.error.startswith("Building the package environment failed")
+    assert "nonexistent" in Path(run.log_path).read_text()
