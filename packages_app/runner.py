@@ -56,6 +56,10 @@ class RunSetupError(Exception):
     """The run could not start; the message says why, in one line."""
 
 
+class RunInterrupted(BaseException):
+    """The process running the runner was told to stop (SIGTERM, SIGHUP)."""
+
+
 def _text(data: bytes | bytearray) -> str:
     # PostgreSQL text cannot hold NUL characters.
     return bytes(data).decode("utf-8", "replace").replace("\x00", "\ufffd")
@@ -429,8 +433,9 @@ def execute(
             kill_run_processes(proc.pid, str(run.uuid))
         if not sink.file.closed:
             sink.close()
-        if isinstance(exc, KeyboardInterrupt):
-            status, error = PackageRun.Status.CANCELLED, "Interrupted (Ctrl-C)."
+        if isinstance(exc, KeyboardInterrupt | RunInterrupted):
+            status = PackageRun.Status.CANCELLED
+            error = f"Interrupted: the runner got {exc or 'SIGINT (Ctrl-C)'}."
         else:
             status = PackageRun.Status.FAILED
             error = "The runner failed: " + traceback.format_exc()

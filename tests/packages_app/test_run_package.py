@@ -110,3 +110,25 @@ def test_queue_hands_the_run_to_the_workers(
     assert code == 0 and out.strip() == str(run.pk)
     assert run.status == "queued"
     assert async_task.call_args.args == ("packages_app.tasks.execute_run", run.pk)
+
+
+def test_sigterm_to_the_command_cancels_the_run_and_kills_the_package(make_package):
+    # The package signals its parent, the process running the command (this one).
+    make_package(
+        """
+        import os, signal, subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        print("started", flush=True)
+        os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(300)
+        """
+    )
+    code, out, err = run_cmd("churn", "--no-notify")
+    run = PackageRun.objects.get()
+    assert code == 5
+    assert run.status == "cancelled"
+    assert run.error == "Interrupted: the runner got SIGTERM."
+    assert "started" in out
+    from tests.packages_app.test_runner import marker_processes
+
+    assert marker_processes(str(run.uuid)) == []

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import threading
 
 from django.core.exceptions import ValidationError
@@ -9,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from packages_app import services
 from packages_app.models import Package, PackageRun
+from packages_app.runner import RunInterrupted
 
 # Exit codes, so that cron and CI can tell outcomes apart.
 EXIT_CODES = {
@@ -21,6 +23,10 @@ EXIT_CODES = {
 EXIT_USAGE = 2  # unknown package, bad parameters, disabled package
 EXIT_SKIPPED = 4  # the package's policy is "skip if running" and it is running
 _pause = threading.Event()
+
+
+def _interrupt(signum, frame) -> None:
+    raise RunInterrupted(signal.Signals(signum).name)
 
 
 class _Echo:
@@ -113,6 +119,12 @@ class Command(BaseCommand):
     def _execute(self, run: PackageRun) -> PackageRun:
         echo = _Echo(self.stdout)
         waiting = False
+        # cron or a CI job stopping this command must not orphan the package:
+        # turn SIGTERM/SIGHUP into an exception the runner cleans up after.
+        previous = {
+            sig: signal.signal(sig, _interrupt)
+            for sig in (signal.SIGTERM, signal.SIGHUP)
+        }
         try:
             while True:
                 run = services.run_execute(run, echo=echo)
@@ -124,10 +136,13 @@ class Command(BaseCommand):
                         "waiting for the running run to finish (policy: queue)..."
                     )
                 _pause.wait(1.0)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RunInterrupted):
             run.cancel_if_queued()
             run.refresh_from_db()
             return run
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _parameters(self, options) -> dict:
         parameters: dict = {}
