@@ -325,4 +325,11 @@ def runs_reconcile(now: datetime | None = None) -> list[PackageRun]:
             runner.kill_run_processes(run.pgid, str(run.uuid))
         lost.append(run)
         run_after_finish(run)
+    # A queue-policy run waits for a dispatch when the run ahead of it ends; if
+    # that dispatch was lost (a worker died), hand it out again here.
+    waiting = Package.objects.filter(
+        concurrency=Package.Concurrency.QUEUE, runs__status=Status.QUEUED
+    ).exclude(runs__status=Status.RUNNING)
+    for package in waiting.distinct():
+        run_dispatch_next(package)
     return lost

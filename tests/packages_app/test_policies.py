@@ -166,3 +166,16 @@ def test_schedule_respects_the_packages_time_zone(make_package):
         package.full_clean()
     assert package.next_scheduled_at == datetime(2026, 11, 23, 7, 30, tzinfo=UTC)
     assert timezone.is_aware(package.next_scheduled_at)
+
+
+def test_the_reconciler_hands_out_a_queued_run_nobody_dispatched(
+    make_package, django_capture_on_commit_callbacks
+):
+    package = make_package("print(1)", concurrency=Package.Concurrency.QUEUE)
+    waiting = services.run_create(package=package, trigger="admin")
+    with (
+        mock.patch("django_q.tasks.async_task", autospec=True) as async_task,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.runs_reconcile()
+    assert async_task.call_args.args == ("packages_app.tasks.execute_run", waiting.pk)
