@@ -25,9 +25,34 @@ def validate_argv(value: object) -> None:
         raise ValidationError("Every argument of the command must be a string.")
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def validate_json_object(value: object) -> None:
     if not isinstance(value, dict):
         raise ValidationError('Must be a JSON object, e.g. {"key": "value"}.')
+    if _has_nul(value):
+        # PostgreSQL cannot store NUL characters in JSON text.
+        raise ValidationError("Must not contain NUL characters.")
+
+
+def validate_run_timeout(value: int) -> None:
+    """django-q2 hands a task out again after Q_RETRY seconds: a run must end
+    (timeout, kill grace, a margin) before that, or it would run twice."""
+    retry = settings.Q_CLUSTER.get("retry")
+    if retry and (value or 0) + settings.PACKAGES_KILL_GRACE + 60 >= retry:
+        most = retry - settings.PACKAGES_KILL_GRACE - 61
+        raise ValidationError(
+            f"At most {most} s: the workers hand a task out again after "
+            f"Q_RETRY={retry} s."
+        )
 
 
 def validate_env_map(value: object) -> None:
@@ -81,7 +106,8 @@ class Package(models.Model):
         "{python} is the package venv's interpreter.",
     )
     timeout = models.PositiveIntegerField(
-        validators=[MinValueValidator(1)], help_text="Seconds; the run is killed after."
+        validators=[MinValueValidator(1), validate_run_timeout],
+        help_text="Seconds; the run is killed after.",
     )
     parameters = models.JSONField(
         default=dict, blank=True, validators=[validate_json_object]
@@ -154,18 +180,6 @@ class Package(models.Model):
     def clean(self) -> None:
         if self.directory and not Path(self.directory).is_absolute():
             raise ValidationError({"directory": "Give an absolute path."})
-        # django-q2 hands a task out again after Q_RETRY seconds: a run must end
-        # (timeout, kill grace, margin) before that, or it would run twice.
-        retry = settings.Q_CLUSTER.get("retry")
-        limit = (self.timeout or 0) + settings.PACKAGES_KILL_GRACE + 60
-        if retry and limit >= retry:
-            most = retry - settings.PACKAGES_KILL_GRACE - 61
-            raise ValidationError(
-                {
-                    "timeout": f"At most {most} s: the workers hand a task out "
-                    f"again after Q_RETRY={retry} s."
-                }
-            )
         if not self.schedule:
             self.next_scheduled_at = None
             return
@@ -229,8 +243,12 @@ class PackageRun(models.Model):
     )
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     triggered_by = models.CharField(max_length=150, blank=True)
-    parameters = models.JSONField(default=dict, blank=True)
-    timeout = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    parameters = models.JSONField(
+        default=dict, blank=True, validators=[validate_json_object]
+    )
+    timeout = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), validate_run_timeout]
+    )
     notify = models.BooleanField(default=True)
     attempt = models.PositiveSmallIntegerField(default=1)
     retry_of = models.ForeignKey(

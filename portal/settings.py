@@ -305,6 +305,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Status-like fields of different apps share names; name their enums apart.
+    "ENUM_NAME_OVERRIDES": {
+        "PackageRunStatusEnum": "packages_app.models.PackageRun.Status",
+        "PackageRunTriggerEnum": "packages_app.models.PackageRun.Trigger",
+        "PackageConcurrencyEnum": "packages_app.models.Package.Concurrency",
+    },
 }
 
 # --- Logging ----------------------------------------------------------------

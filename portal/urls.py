@@ -17,6 +17,7 @@ router.register("ticks", views.TickViewSet, basename="tick")
 api_v1 = [
     path("whoami/", views.WhoAmIView.as_view(), name="whoami"),
     path("", include(router.urls)),
+    path("", include("packages_app.urls")),
 ]
 
 handler404 = "portal.views.page_not_found"

@@ -80,3 +80,22 @@ def test_a_starting_worker_reconciles(db, time_machine):
     post_spawn.send(sender="django_q", proc_name="Worker-1")
     run.refresh_from_db()
     assert run.status == PackageRun.Status.LOST
+
+
+def test_a_run_timeout_beyond_the_retry_window_is_refused_everywhere(db, settings):
+    from packages_app import services
+
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "retry": 1000}
+    settings.PACKAGES_KILL_GRACE = 5
+    package = make()
+    package.save()
+    with pytest.raises(ValidationError) as excinfo:
+        services.run_create(package=package, trigger="api", timeout=5000)
+    assert "Q_RETRY=1000" in excinfo.value.message_dict["timeout"][0]
+    assert not PackageRun.objects.exists()
+
+
+def test_parameters_with_nul_characters_are_refused():
+    with pytest.raises(ValidationError) as excinfo:
+        make(parameters={"a": ["ok", "bad\x00"]}).full_clean(validate_unique=False)
+    assert "NUL" in excinfo.value.message_dict["parameters"][0]
