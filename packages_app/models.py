@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import shlex
 import uuid
 from datetime import datetime
@@ -11,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from portal.lib.cron import validate_cron, validate_timezone
@@ -25,34 +29,54 @@ def validate_argv(value: object) -> None:
         raise ValidationError("Every argument of the command must be a string.")
 
 
-def _has_nul(value: object) -> bool:
+def _json_problem(value: object) -> str:
+    """What a database's JSON column would refuse: NUL characters, NaN, Infinity."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "NUL characters (\\u0000) are not allowed." if "\x00" in value else ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a JSON number."
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return ""
+    return next((p for p in map(_json_problem, items) if p), "")
 
 
 def validate_json_object(value: object) -> None:
     if not isinstance(value, dict):
         raise ValidationError('Must be a JSON object, e.g. {"key": "value"}.')
-    if _has_nul(value):
-        # PostgreSQL cannot store NUL characters in JSON text.
-        raise ValidationError("Must not contain NUL characters.")
+    if problem := _json_problem(value):
+        raise ValidationError(problem)
+
+
+def max_run_timeout() -> int | None:
+    """The longest run timeout django-q2's retry window allows, if it has one."""
+    retry = settings.Q_CLUSTER.get("retry")
+    return retry - settings.PACKAGES_KILL_GRACE - 61 if retry else None
 
 
 def validate_run_timeout(value: int) -> None:
     """django-q2 hands a task out again after Q_RETRY seconds: a run must end
     (timeout, kill grace, a margin) before that, or it would run twice."""
-    retry = settings.Q_CLUSTER.get("retry")
-    if retry and (value or 0) + settings.PACKAGES_KILL_GRACE + 60 >= retry:
-        most = retry - settings.PACKAGES_KILL_GRACE - 61
+    most = max_run_timeout()
+    if most is not None and (value or 0) > most:
         raise ValidationError(
             f"At most {most} s: the workers hand a task out again after "
-            f"Q_RETRY={retry} s."
+            f"Q_RETRY={settings.Q_CLUSTER['retry']} s."
         )
+
+
+# What shlex.quote leaves bare, plus braces: "{python}" needs no quotes to split.
+SAFE_ARG = re.compile(r"[\w@%+=:,./{}-]+", re.ASCII)
+
+
+def format_command(argv: list[str]) -> str:
+    """The argument list as a command line that ``shlex.split`` gives back."""
+    return " ".join(
+        arg if SAFE_ARG.fullmatch(arg) else shlex.quote(arg) for arg in argv
+    )
 
 
 def validate_env_map(value: object) -> None:
@@ -82,6 +106,26 @@ def validate_recipients(value: object) -> None:
             validate_email(address)
         except ValidationError as exc:
             raise ValidationError(f"{address!r} is not an email address.") from exc
+
+
+class PackageQuerySet(models.QuerySet):
+    def with_last_run(self, *, finished: bool = False) -> PackageQuerySet:
+        """Each package with its latest run's id, status, duration and end, in one
+        query; with ``finished``, its latest run that ended (a queued retry or a
+        running attempt doesn't hide that the package is failing)."""
+        runs = PackageRun.objects.filter(package=OuterRef("pk"))
+        if finished:
+            latest = runs.filter(status__in=PackageRun.TERMINAL).order_by(
+                "-finished_at", "-id"
+            )
+        else:
+            latest = runs.order_by("-queued_at", "-id")
+        return self.annotate(
+            last_run_id=Subquery(latest.values("pk")[:1]),
+            last_status=Subquery(latest.values("status")[:1]),
+            last_duration=Subquery(latest.values("duration")[:1]),
+            last_finished_at=Subquery(latest.values("finished_at")[:1]),
+        )
 
 
 class Package(models.Model):
@@ -162,6 +206,8 @@ class Package(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = PackageQuerySet.as_manager()
+
     class Meta:
         ordering = ["slug"]
         permissions = [("run_package", "Can run and cancel packages")]
@@ -171,7 +217,7 @@ class Package(models.Model):
 
     @property
     def command_line(self) -> str:
-        return shlex.join(self.command or [])
+        return format_command(self.command or [])
 
     @property
     def directory_path(self) -> Path:
@@ -379,6 +425,30 @@ class PackageRun(models.Model):
 
     def log_file(self) -> Path | None:
         return Path(self.log_path) if self.log_path else None
+
+    def read_log_tail(self, limit: int = 64 * 1024) -> str:
+        """The last ``limit`` bytes of the output, as text, from whole lines.
+
+        Read from the end of the log file (a log may be gigabytes), so a running
+        run shows output newer than its last heartbeat; the stored ``log_tail``
+        serves when the file is not on this host, or was cut at the log cap (the
+        file then ends with the cut marker, not with the output's end).
+        """
+        path = self.log_file()
+        if path is None or self.log_truncated:
+            return self.log_tail
+        try:
+            with path.open("rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                if self.output_bytes > size:
+                    return self.log_tail
+                log.seek(max(0, size - limit))
+                data = log.read(limit)
+        except OSError:
+            return self.log_tail
+        if size > limit and b"\n" in data:
+            data = data[data.index(b"\n") + 1 :]
+        return data.decode("utf-8", "replace")
 
 
 def runs_dir() -> Path:

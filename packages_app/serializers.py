@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -13,33 +11,6 @@ from packages_app.models import Package, PackageRun
 LOG_TAIL_BYTES = 64 * 1024
 # The largest integer every supported database stores in a PositiveIntegerField.
 MAX_TIMEOUT = 2**31 - 1
-
-
-def read_log_tail(run: PackageRun, limit: int = LOG_TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of the run's output, as text.
-
-    Read from the end of the log file, so a running run shows output newer than its
-    last heartbeat; the stored ``log_tail`` serves when the file is not on this host
-    (a worker elsewhere, or pruned) or stops at the package's log cap.
-    """
-    path = run.log_file()
-    if path is None:
-        return run.log_tail
-    try:
-        with path.open("rb") as log:
-            size = log.seek(0, os.SEEK_END)
-            # Beyond the cap the file ends with the cut marker; the stored tail
-            # holds the real end of the output.
-            if run.log_truncated or run.output_bytes > size:
-                return run.log_tail
-            log.seek(max(0, size - limit))
-            data = log.read(limit)
-    except OSError:
-        return run.log_tail
-    if size > limit:
-        # Don't start with the broken remains of a multi-byte character.
-        data = data.lstrip(bytes(range(0x80, 0xC0)))
-    return data.decode("utf-8", "replace")
 
 
 def _has_nul(value: object) -> bool:
@@ -87,8 +58,8 @@ class PackageSerializer(serializers.ModelSerializer):
         return LastRunSerializer(
             {
                 "id": package.last_run_id,
-                "status": package.last_run_status,
-                "finished_at": package.last_run_finished_at,
+                "status": package.last_status,
+                "finished_at": package.last_finished_at,
             }
         ).data
 
@@ -135,7 +106,7 @@ class PackageRunDetailSerializer(PackageRunSerializer):
         read_only_fields = fields
 
     def get_log_tail(self, run: PackageRun) -> str:
-        return read_log_tail(run)
+        return run.read_log_tail(LOG_TAIL_BYTES)
 
 
 class RunInputSerializer(serializers.Serializer):

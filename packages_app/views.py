@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -52,17 +52,6 @@ def caller_name(request) -> str:
     return request.user.get_username()
 
 
-def packages_with_last_run() -> QuerySet[Package]:
-    runs = PackageRun.objects.filter(package=OuterRef("pk")).order_by(
-        "-queued_at", "-pk"
-    )
-    return Package.objects.annotate(
-        last_run_id=Subquery(runs.values("pk")[:1]),
-        last_run_status=Subquery(runs.values("status")[:1]),
-        last_run_finished_at=Subquery(runs.values("finished_at")[:1]),
-    )
-
-
 @extend_schema_view(
     list=extend_schema(responses={200: PackageSerializer(many=True), **DENIED}),
     retrieve=extend_schema(
@@ -82,7 +71,7 @@ class PackageViewSet(viewsets.ReadOnlyModelViewSet):
     parser_classes = [JSONParser]
 
     def get_queryset(self) -> QuerySet[Package]:
-        return packages_with_last_run()
+        return Package.objects.with_last_run()
 
     @extend_schema(
         request=RunInputSerializer,

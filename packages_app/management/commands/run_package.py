@@ -36,7 +36,7 @@ class _Echo:
         self.out = out
 
     def write(self, data: bytes) -> int:
-        self.out.write(data.decode("utf-8", "replace"), ending="")
+        self.out.write(bytes(data).decode("utf-8", "replace"), ending="")
         return len(data)
 
     def flush(self) -> None:
