@@ -120,7 +120,7 @@ def test_sigterm_to_the_command_cancels_the_run_and_kills_the_package(make_packa
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
         print("started", flush=True)
         os.kill(os.getppid(), signal.SIGTERM)
-        time.sleep(300)
+        signal.pause()  # until the runner kills it
         """
     )
     code, out, err = run_cmd("churn", "--no-notify")

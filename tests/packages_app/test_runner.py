@@ -89,7 +89,8 @@ quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
                  start_new_session=True, **quiet)
 print("tree started", flush=True)
-time.sleep(300)
+while True:
+    signal.pause()  # SIGTERM is ignored; only SIGKILL ends this
 """
 
 
