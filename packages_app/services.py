@@ -28,6 +28,19 @@ class RunRefused(Exception):
         self.code = code
 
 
+def package_upsert(*, fields: dict) -> tuple[Package, bool]:
+    """Create the package ``fields["slug"]`` or update only the given fields (a
+    schedule or policy set in the admin survives a re-import); (package, created)."""
+    package = Package.objects.filter(slug=fields["slug"]).first()
+    created = package is None
+    package = package or Package()
+    for name, value in fields.items():
+        setattr(package, name, value)
+    package.full_clean()
+    package.save()
+    return package, created
+
+
 def parse_parameters(pairs: list[str]) -> dict:
     """``key=value`` pairs from the command line; values that are JSON are parsed."""
     import json

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from packages_app import services
 from packages_app.models import Package, validate_recipients
 
 REQUIRED_KEYS = ("id", "description", "timeout", "command")
@@ -140,20 +141,11 @@ class Command(BaseCommand):
         self.stdout.write(f"{action} {package.slug} ({package.directory})")
 
     def _save(self, fields: dict, config_path: Path) -> tuple[Package, bool]:
-        # Update only what the config says: a schedule, policy or environment set
-        # in the admin survives a re-import.
-        package = Package.objects.filter(slug=fields["slug"]).first()
-        created = package is None
-        package = package or Package()
-        for name, value in fields.items():
-            setattr(package, name, value)
         try:
-            package.full_clean()
+            return services.package_upsert(fields=fields)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{CONFIG_KEYS.get(field, field)}: {' '.join(messages)}"
                 for field, messages in exc.message_dict.items()
             )
             raise CommandError(f"{config_path}: {problems}") from exc
-        package.save()
-        return package, created
