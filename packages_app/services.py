@@ -334,10 +334,16 @@ def runs_reconcile(now: datetime | None = None) -> list[PackageRun]:
             "the worker running it died or was killed.",
         ):
             continue
-        if run.host == host:
-            runner.kill_run_processes(run.pgid, str(run.uuid))
         lost.append(run)
         run_after_finish(run)
+    # Kill what is left of lost runs of this host, including those another host's
+    # reconciler marked lost. By marker only: the run's process group id may have
+    # been reused by now, its UUID cannot have been.
+    recent = now - timedelta(days=1)
+    for run in PackageRun.objects.filter(
+        status=Status.LOST, host=host, finished_at__gte=recent
+    ).only("uuid"):
+        runner.kill_run_processes(None, str(run.uuid))
     # A queue-policy run waits for a dispatch when the run ahead of it ends; if
     # that dispatch was lost (a worker died), hand it out again here.
     waiting = Package.objects.filter(

@@ -288,3 +288,22 @@ def test_peak_memory_is_the_childs_own(make_package):
     # not the runner's own high-water mark (this test process is far bigger)
     assert small_run.max_rss_kb < 40 * 1024
     assert big_run.max_rss_kb > 150 * 1024
+
+
+def test_a_run_lost_by_another_hosts_reconciler_is_cleaned_up_here(make_package):
+    """Another host marked this host's run lost; our reconciler kills its orphan."""
+    run = services.run_create(package=make_package(""), trigger="schedule")
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)"],
+        env={**os.environ, "PORTAL_RUN_ID": str(run.uuid)},
+        start_new_session=True,
+    )
+    try:
+        PackageRun.objects.filter(pk=run.pk).update(host=os.uname().nodename)
+        run.refresh_from_db()
+        run.finish(Status.LOST, error="marked lost elsewhere")
+        services.runs_reconcile()
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
