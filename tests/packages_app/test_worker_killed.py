@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from tests.fixtures.processes import ROOT, portal_env, wait_for
+from tests.fixtures.processes import manage_shell as shell
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +39,6 @@ from packages_app import services
 lost = services.runs_reconcile(now=timezone.now() + timedelta(minutes=5))
 print(",".join(f"{r.pk}:{r.status}" for r in lost))
 """
-
-
-def shell(env, code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", textwrap.dedent(code)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
 
 def alive(pid: int) -> bool:
