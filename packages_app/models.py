@@ -142,12 +142,25 @@ class Package(models.Model):
     description = models.TextField(blank=True)
     directory = models.CharField(
         max_length=500,
+        blank=True,
         help_text="Absolute path of the package folder; the command runs there.",
     )
     command = models.JSONField(
+        default=list,
+        blank=True,
         validators=[validate_argv],
         help_text="Argument list. Relative paths resolve against the directory; "
         "{python} is the package venv's interpreter.",
+    )
+    git_url = models.CharField(
+        "git source",
+        max_length=2000,
+        blank=True,
+        help_text="Instead of a command: a git repository whose fxq-pipeline.yml "
+        "is run as a pipeline. No credentials in the URL.",
+    )
+    git_ref = models.CharField(
+        max_length=250, blank=True, help_text="Branch, tag or commit; default branch."
     )
     timeout = models.PositiveIntegerField(
         validators=[MinValueValidator(1), validate_run_timeout],
@@ -223,7 +236,28 @@ class Package(models.Model):
     def directory_path(self) -> Path:
         return Path(self.directory)
 
+    @property
+    def is_pipeline(self) -> bool:
+        return bool(self.git_url)
+
     def clean(self) -> None:
+        if self.git_url and self.command:
+            raise ValidationError(
+                {"git_url": "Give either a command or a git source, not both."}
+            )
+        if not self.git_url and not self.command:
+            raise ValidationError({"command": "Give a command or a git source."})
+        if self.git_url:
+            from packages_app.gitsource import SourceError, check_ref, check_url
+
+            try:
+                check_url(self.git_url)
+                check_ref(self.git_ref)
+            except SourceError as exc:
+                field = {"url": "git_url", "ref": "git_ref"}[exc.field]
+                raise ValidationError({field: exc.message}) from exc
+        elif not self.directory:
+            raise ValidationError({"directory": "A command package needs its folder."})
         if self.directory and not Path(self.directory).is_absolute():
             raise ValidationError({"directory": "Give an absolute path."})
         if not self.schedule:
@@ -324,6 +358,14 @@ class PackageRun(models.Model):
     error = models.TextField(blank=True)
     email = models.CharField(
         max_length=10, choices=Email.choices, default=Email.NONE, blank=True
+    )
+    pipeline_run = models.OneToOneField(
+        "PipelineRun",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="package_run",
+        help_text="The pipeline this run ran, for a package with a git source.",
     )
 
     objects = PackageRunQuerySet.as_manager()
@@ -453,3 +495,288 @@ class PackageRun(models.Model):
 
 def runs_dir() -> Path:
     return Path(settings.PACKAGES_RUNS_DIR)
+
+
+# --- Pipelines (the FX Quants runner) ------------------------------------------
+
+
+class PipelineStatus(models.TextChoices):
+    """The original's statuses (PAUSED existed there too, and was never used)."""
+
+    PENDING = "PENDING", "Pending"
+    IN_PROGRESS = "IN_PROGRESS", "In progress"
+    SUCCESSFUL = "SUCCESSFUL", "Successful"
+    FAILED = "FAILED", "Failed"
+    ABORTED = "ABORTED", "Aborted"
+    STOPPED = "STOPPED", "Stopped"
+
+
+PIPELINE_ACTIVE = (PipelineStatus.PENDING, PipelineStatus.IN_PROGRESS)
+PIPELINE_TERMINAL = (
+    PipelineStatus.SUCCESSFUL,
+    PipelineStatus.FAILED,
+    PipelineStatus.ABORTED,
+    PipelineStatus.STOPPED,
+)
+
+
+def _finish_values(obj, status: str, now: datetime, fields: dict) -> dict:
+    values = {"status": status, "finished_at": now, **fields}
+    if obj.started_at is not None:
+        values["duration"] = max(0.0, (now - obj.started_at).total_seconds())
+    return values
+
+
+class PipelineRunQuerySet(models.QuerySet):
+    def active(self) -> PipelineRunQuerySet:
+        return self.filter(status__in=PIPELINE_ACTIVE)
+
+
+class PipelineRun(models.Model):
+    """A run of a repository's ``fxq-pipeline.yml``: cloned, then steps in order."""
+
+    Status = PipelineStatus
+
+    class Trigger(models.TextChoices):
+        API = "api", "API"
+        ADMIN = "admin"
+        RERUN = "rerun", "Re-run"
+        PACKAGE = "package"
+
+    uuid = models.UUIDField("run id", default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100, help_text="<owner>-<repo>")
+    url = models.CharField(
+        "git URL", max_length=2000, help_text="As cloned, without credentials."
+    )
+    ref = models.CharField(max_length=250, blank=True)
+    commit = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=12,
+        choices=PipelineStatus.choices,
+        default=PipelineStatus.PENDING,
+        db_index=True,
+    )
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    triggered_by = models.CharField(max_length=150, blank=True)
+    rerun_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    environment = models.JSONField(
+        default=dict, blank=True, validators=[validate_env_map]
+    )
+    pipeline_callback_url = models.URLField(max_length=2000, blank=True)
+    step_callback_url = models.URLField(max_length=2000, blank=True)
+    cmd_callback_url = models.URLField(max_length=2000, blank=True)
+    timeout = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds, for the whole pipeline."
+    )
+    executor = models.CharField(max_length=10, blank=True)
+    workspace = models.CharField(max_length=500, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    log = models.TextField(
+        blank=True, help_text="What the portal did: executor, clone, clean-up."
+    )
+
+    objects = PipelineRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("run_pipeline", "Can run, re-run and cancel pipelines")]
+
+    def __str__(self) -> str:
+        return f"{self.name} {str(self.uuid)[:8]}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in PIPELINE_TERMINAL
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def append_log(self, line: str) -> None:
+        stamp = timezone.now().strftime("%H:%M:%S")
+        self.log += f"{stamp} {line}\n"
+        PipelineRun.objects.filter(pk=self.pk).update(log=self.log)
+
+    append_log.alters_data = True
+
+    def begin(self, *, executor: str, host: str, now: datetime) -> bool:
+        """PENDING → IN_PROGRESS once; False when it was cancelled or taken."""
+        done = (
+            PipelineRun.objects.filter(
+                pk=self.pk, status=PipelineStatus.PENDING
+            ).update(
+                status=PipelineStatus.IN_PROGRESS,
+                started_at=now,
+                heartbeat_at=now,
+                executor=executor,
+                host=host,
+            )
+            == 1
+        )
+        if done:
+            self.status, self.started_at, self.heartbeat_at = (
+                PipelineStatus.IN_PROGRESS,
+                now,
+                now,
+            )
+            self.executor, self.host = executor, host
+        return done
+
+    begin.alters_data = True
+
+    def finish(self, status: str, *, now: datetime | None = None, **fields) -> bool:
+        """Move to a terminal status exactly once (a conditional update)."""
+        if status not in PIPELINE_TERMINAL:
+            raise ValueError(f"{status!r} is not a terminal status")
+        values = _finish_values(self, status, now or timezone.now(), fields)
+        done = (
+            PipelineRun.objects.filter(pk=self.pk, status__in=PIPELINE_ACTIVE).update(
+                **values
+            )
+            == 1
+        )
+        if done:
+            for name, value in values.items():
+                setattr(self, name, value)
+        return done
+
+    finish.alters_data = True
+
+    def request_cancel(self) -> bool:
+        """A pending run stops at once; a running one within about a second."""
+        now = timezone.now()
+        if PipelineRun.objects.filter(pk=self.pk, status=PipelineStatus.PENDING).update(
+            status=PipelineStatus.STOPPED,
+            finished_at=now,
+            cancel_requested_at=now,
+            error="Cancelled before it started.",
+        ):
+            self.status, self.finished_at = PipelineStatus.STOPPED, now
+            self.steps.filter(status=PipelineStatus.PENDING).update(
+                status=PipelineStatus.ABORTED
+            )
+            return True
+        done = PipelineRun.objects.filter(
+            pk=self.pk, status=PipelineStatus.IN_PROGRESS, cancel_requested_at=None
+        ).update(cancel_requested_at=now)
+        if done:
+            self.cancel_requested_at = now
+        return bool(done)
+
+    request_cancel.alters_data = True
+
+    def cancel_requested(self) -> bool:
+        return PipelineRun.objects.filter(
+            pk=self.pk, cancel_requested_at__isnull=False
+        ).exists()
+
+    def beat(self, now: datetime) -> None:
+        self.heartbeat_at = now
+        PipelineRun.objects.filter(pk=self.pk).update(heartbeat_at=now)
+
+    beat.alters_data = True
+
+
+class PipelineStep(models.Model):
+    """One step: a container (or, with the local executor, a folder) and its script."""
+
+    Status = PipelineStatus
+
+    uuid = models.UUIDField("step id", default=uuid.uuid4, unique=True, editable=False)
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="steps")
+    step_no = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=200)
+    image = models.CharField(max_length=500)
+    status = models.CharField(
+        max_length=12, choices=PipelineStatus.choices, default=PipelineStatus.PENDING
+    )
+    environment = models.JSONField(default=dict, blank=True)
+    timeout = models.PositiveIntegerField(null=True, blank=True)
+    allow_failure = models.BooleanField(default=False)
+    network = models.CharField(max_length=10, default="none")
+    container_id = models.CharField(max_length=100, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "step_no"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step_no"], name="one_step_per_no")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_no}. {self.name}"
+
+    def set_status(self, status: str, *, now: datetime | None = None, **fields) -> None:
+        now = now or timezone.now()
+        values = {"status": status, **fields}
+        if status == PipelineStatus.IN_PROGRESS:
+            values["started_at"] = now
+        elif status in PIPELINE_TERMINAL and self.started_at is not None:
+            values.update(_finish_values(self, status, now, {}))
+        elif status in PIPELINE_TERMINAL:
+            values["finished_at"] = now
+        PipelineStep.objects.filter(pk=self.pk).update(**values)
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    set_status.alters_data = True
+
+
+class PipelineCommand(models.Model):
+    """One script line of a step, run as ``/bin/sh -c <instruction>``."""
+
+    uuid = models.UUIDField("cmd id", default=uuid.uuid4, unique=True, editable=False)
+    step = models.ForeignKey(
+        PipelineStep, on_delete=models.CASCADE, related_name="commands"
+    )
+    cmd_no = models.PositiveSmallIntegerField()
+    instruction = models.TextField()
+    exit_code = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    output_bytes = models.PositiveBigIntegerField(default=0)
+    output_truncated = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["step", "cmd_no"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "cmd_no"], name="one_cmd_per_no")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cmd_no}. {self.instruction[:60]}"
+
+
+class PipelineOutput(models.Model):
+    """A chunk of a command's output, in the order it came (stdout and stderr)."""
+
+    command = models.ForeignKey(
+        PipelineCommand, on_delete=models.CASCADE, related_name="chunks"
+    )
+    seq = models.PositiveIntegerField()
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["command", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["command", "seq"], name="one_chunk_per_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.command_id}#{self.seq}"

@@ -402,6 +402,28 @@ class Supervisor:
         }
 
 
+def _execute_pipeline(run: PackageRun, sink: LogSink) -> PackageRun:
+    """A package with a git source runs its pipeline; the transcript is its log."""
+    from packages_app import pipelines, services
+    from packages_app.models import PipelineRun
+
+    try:
+        pipeline = pipelines.run_for_package(run, sink.write)
+    except services.PipelineRefused as exc:
+        raise RunSetupError(f"The pipeline could not start: {exc}") from exc
+    sink.close()
+    if pipeline.status == PipelineRun.Status.SUCCESSFUL:
+        status = PackageRun.Status.SUCCEEDED
+    elif pipeline.status == PipelineRun.Status.STOPPED:
+        status = PackageRun.Status.CANCELLED
+    elif pipeline.timed_out:
+        status = PackageRun.Status.TIMED_OUT
+    else:
+        status = PackageRun.Status.FAILED
+    run.finish(status, error=pipeline.error, **sink.fields())
+    return run
+
+
 def execute(
     run: PackageRun,
     *,
@@ -422,6 +444,8 @@ def execute(
     proc = None
     supervisor = None
     try:
+        if package.is_pipeline:
+            return _execute_pipeline(run, sink)
         try:
             python = ensure_env(package, log=sink)
         except envs.EnvBuildError as exc:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from packages_app.models import Package, PackageRun
+from packages_app.models import (
+    Package,
+    PackageRun,
+    PipelineCommand,
+    PipelineRun,
+    PipelineStep,
+)
 
 # What a run's detail shows of its output: the end, like `tail -c`.
 LOG_TAIL_BYTES = 64 * 1024
@@ -168,3 +174,226 @@ class RunRefusedSerializer(serializers.Serializer):
         help_text="`disabled`: the package is disabled; `skipped`: it is running "
         "and its policy is skip if running.",
     )
+
+
+# --- Pipelines: the FX Quants runner's JSON, kept for its callers ---------------
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def pipeline_command_json(
+    command: PipelineCommand, step: PipelineStep, output: list[str] | None = None
+) -> dict:
+    """``Command``; ``output`` is all of it, or (in callbacks) the new chunks, which
+    then start at index ``output_offset`` of the whole."""
+    return {
+        "cmd_id": str(command.uuid),
+        "step_id": str(step.uuid),
+        "cmd_no": command.cmd_no,
+        "instruction": command.instruction,
+        "output": output
+        if output is not None
+        else [chunk.text for chunk in command.chunks.all()],
+        "exit_code": command.exit_code,
+        "output_truncated": command.output_truncated,
+    }
+
+
+def pipeline_step_json(
+    step: PipelineStep, run: PipelineRun, *, commands: bool = True
+) -> dict:
+    data = {
+        "step_id": str(step.uuid),
+        "run_id": str(run.uuid),
+        "step_no": step.step_no,
+        "name": step.name,
+        "image": step.image,
+        "status": step.status,
+        "commit_changes": False,
+        "started_at": _iso(step.started_at),
+        "finished_at": _iso(step.finished_at),
+        "duration": step.duration,
+        "error": step.error,
+    }
+    if commands:
+        data["script"] = [
+            pipeline_command_json(command, step) for command in step.commands.all()
+        ]
+    return data
+
+
+def pipeline_run_json(run: PipelineRun, *, steps: bool = True) -> dict:
+    """``Run``, with steps, commands and their output so far (one query per level)."""
+    data = {
+        "run_id": str(run.uuid),
+        "name": run.name,
+        "status": run.status,
+        "commit_changes": False,
+        "url": run.url,
+        "ref": run.ref,
+        "commit": run.commit,
+        "executor": run.executor,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration": run.duration,
+        "error": run.error,
+    }
+    if steps:
+        fetched = run.steps.prefetch_related("commands__chunks")
+        data["steps"] = [pipeline_step_json(step, run) for step in fetched]
+    return data
+
+
+class PipelineRequestSerializer(serializers.Serializer):
+    """``POST /api/request``: the original's ``url``, plus optional fields."""
+
+    url = serializers.CharField(max_length=2000, help_text="The git URL to clone.")
+    ref = serializers.CharField(
+        max_length=250,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Branch, tag or commit; the default branch when empty.",
+    )
+    callback_url = serializers.URLField(
+        max_length=2000,
+        required=False,
+        help_text="Receives the run, step and command callbacks (header "
+        "X-Pipeline-Event: run|step|cmd) unless the specific URLs are given.",
+    )
+    pipeline_callback_url = serializers.URLField(max_length=2000, required=False)
+    step_callback_url = serializers.URLField(max_length=2000, required=False)
+    cmd_callback_url = serializers.URLField(max_length=2000, required=False)
+    environment = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, max_length=32 * 1024),
+        required=False,
+        default=dict,
+        help_text="Variables for every step (not secrets: they are stored).",
+    )
+
+    def validate_url(self, value: str) -> str:
+        from packages_app.gitsource import SourceError, check_url
+
+        try:
+            check_url(value)
+        except SourceError as exc:
+            raise serializers.ValidationError(exc.message) from None
+        return value
+
+    def validate_ref(self, value: str) -> str:
+        from packages_app.gitsource import SourceError, check_ref
+
+        try:
+            return check_ref(value)
+        except SourceError as exc:
+            raise serializers.ValidationError(exc.message) from None
+
+    def validate_environment(self, value: dict) -> dict:
+        from django.core.exceptions import ValidationError
+
+        from packages_app.models import validate_env_map
+
+        if _has_nul(value):
+            raise serializers.ValidationError("NUL characters are not allowed.")
+        try:
+            validate_env_map(value)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
+    def service_kwargs(self) -> dict:
+        data = self.validated_data
+        common = data.get("callback_url", "")
+        return {
+            "url": data["url"],
+            "ref": data["ref"],
+            "environment": data["environment"],
+            "callback_urls": {
+                "run": data.get("pipeline_callback_url", common),
+                "step": data.get("step_callback_url", common),
+                "cmd": data.get("cmd_callback_url", common),
+            },
+        }
+
+
+class PipelineRefusedSerializer(serializers.Serializer):
+    """Why a pipeline request ran nothing; the run is recorded with this error."""
+
+    error = serializers.CharField()
+    field = serializers.CharField()
+    run_id = serializers.UUIDField(allow_null=True)
+
+
+class PipelineCommandOutSerializer(serializers.Serializer):
+    cmd_id = serializers.UUIDField()
+    step_id = serializers.UUIDField()
+    cmd_no = serializers.IntegerField()
+    instruction = serializers.CharField()
+    output = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    exit_code = serializers.IntegerField(allow_null=True)
+    output_truncated = serializers.BooleanField()
+
+
+class PipelineStepOutSerializer(serializers.Serializer):
+    step_id = serializers.UUIDField()
+    run_id = serializers.UUIDField()
+    step_no = serializers.IntegerField()
+    name = serializers.CharField()
+    image = serializers.CharField()
+    status = serializers.ChoiceField(choices=PipelineRun.Status.choices)
+    commit_changes = serializers.BooleanField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration = serializers.FloatField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    script = PipelineCommandOutSerializer(many=True)
+
+
+class PipelineRunOutSerializer(serializers.Serializer):
+    """The FX Quants runner's run JSON (its callers read it), plus our fields."""
+
+    run_id = serializers.UUIDField()
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=PipelineRun.Status.choices)
+    commit_changes = serializers.BooleanField()
+    url = serializers.CharField()
+    ref = serializers.CharField(allow_blank=True)
+    commit = serializers.CharField(allow_blank=True)
+    executor = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration = serializers.FloatField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    steps = PipelineStepOutSerializer(many=True)
+
+
+class PipelineRunListSerializer(serializers.ModelSerializer):
+    run_id = serializers.UUIDField(source="uuid")
+
+    class Meta:
+        model = PipelineRun
+        fields = [
+            "run_id",
+            "name",
+            "status",
+            "url",
+            "ref",
+            "commit",
+            "trigger",
+            "triggered_by",
+            "executor",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration",
+            "error",
+        ]
+
+
+class PipelineRunFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=PipelineRun.Status.choices, required=False)
+    name = serializers.CharField(max_length=100, required=False)

@@ -4,6 +4,7 @@ reconcile. Views, admin actions, commands and tasks call these."""
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
 from datetime import datetime, timedelta
 from typing import BinaryIO
@@ -13,7 +14,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from packages_app.models import Package, PackageRun
+from packages_app.models import (
+    Package,
+    PackageRun,
+    PipelineCommand,
+    PipelineRun,
+    PipelineStep,
+)
 from portal.lib.cron import next_after
 
 logger = logging.getLogger(__name__)
@@ -351,4 +358,162 @@ def runs_reconcile(now: datetime | None = None) -> list[PackageRun]:
     ).exclude(runs__status=Status.RUNNING)
     for package in waiting.distinct():
         run_dispatch_next(package)
+    return lost
+
+
+# --- Pipelines -------------------------------------------------------------------
+
+
+class PipelineRefused(Exception):
+    """A pipeline could not start; the run is recorded (FAILED) with this error."""
+
+    def __init__(self, message: str, *, field: str, run: PipelineRun | None = None):
+        super().__init__(message)
+        self.message, self.field, self.run = message, field, run
+
+
+def pipeline_prepare(
+    *,
+    url: str,
+    ref: str = "",
+    environment: dict | None = None,
+    callback_urls: dict[str, str] | None = None,
+    trigger: str = PipelineRun.Trigger.API,
+    triggered_by: str = "",
+    rerun_of: PipelineRun | None = None,
+) -> PipelineRun:
+    """Clone and parse; record the run with its steps and commands (PENDING).
+
+    Raises PipelineRefused when the URL, the clone or the pipeline file is bad; the
+    run is then saved as FAILED with the reason, and its workspace removed.
+    """
+    from packages_app import gitsource, pipeline_spec, pipelines
+
+    urls = callback_urls or {}
+    run = PipelineRun(
+        name=gitsource.run_name(url),
+        url=gitsource.redact(url)[:2000],
+        ref=ref[:250],
+        environment=environment or {},
+        pipeline_callback_url=urls.get("run", ""),
+        step_callback_url=urls.get("step", ""),
+        cmd_callback_url=urls.get("cmd", ""),
+        trigger=trigger,
+        triggered_by=triggered_by,
+        rerun_of=rerun_of,
+    )
+    run.save()
+    workspace = pipelines.workspaces_dir() / str(run.uuid)
+    try:
+        checkout = gitsource.clone(url, ref, workspace)
+        spec = pipeline_spec.load(
+            checkout.path, allow_host_network=settings.PIPELINE_ALLOW_HOST_NETWORK
+        )
+    except (gitsource.SourceError, pipeline_spec.SpecError) as exc:
+        shutil.rmtree(workspace, ignore_errors=True)
+        field = getattr(exc, "field", "pipeline")
+        run.finish(PipelineRun.Status.FAILED, error=str(exc))
+        raise PipelineRefused(str(exc), field=field, run=run) from exc
+    with transaction.atomic():
+        run.commit = checkout.commit
+        run.workspace = str(checkout.path)
+        run.timeout = spec.timeout
+        run.save(update_fields=["commit", "workspace", "timeout"])
+        for step_no, step_spec in enumerate(spec.steps, start=1):
+            step = PipelineStep.objects.create(
+                run=run,
+                step_no=step_no,
+                name=step_spec.name,
+                image=step_spec.image,
+                environment=step_spec.environment,
+                timeout=step_spec.timeout,
+                allow_failure=step_spec.allow_failure,
+                network=step_spec.network,
+            )
+            PipelineCommand.objects.bulk_create(
+                PipelineCommand(step=step, cmd_no=cmd_no, instruction=line)
+                for cmd_no, line in enumerate(step_spec.script, start=1)
+            )
+    return run
+
+
+def pipeline_task_timeout(run: PipelineRun) -> int:
+    return (run.timeout or settings.PIPELINE_TIMEOUT) + 60
+
+
+def pipeline_enqueue(run: PipelineRun) -> PipelineRun:
+    """Hand the run to the workers once the transaction commits."""
+    from django_q.tasks import async_task
+
+    transaction.on_commit(
+        lambda: async_task(
+            "packages_app.tasks.execute_pipeline",
+            run.pk,
+            task_name=f"pipeline {run.name} {run.uuid}",
+            timeout=pipeline_task_timeout(run),
+        )
+    )
+    return run
+
+
+def pipeline_request(**kwargs) -> PipelineRun:
+    """``POST /api/request``: prepare (clone, parse, record), then queue the run."""
+    return pipeline_enqueue(pipeline_prepare(**kwargs))
+
+
+def pipeline_execute(run: PipelineRun, **kwargs) -> PipelineRun:
+    from packages_app import pipelines
+
+    return pipelines.execute(run, **kwargs)
+
+
+def pipeline_cancel(run: PipelineRun) -> bool:
+    """Stop a pending run at once, or a running one within about a second."""
+    return run.request_cancel()
+
+
+def pipeline_rerun(run: PipelineRun, *, triggered_by: str = "") -> PipelineRun:
+    """The same repository at the same commit, cloned again, as a new run.
+
+    Callback URLs and the environment carry over; credentials were never stored, so a
+    private repository needs its access configured on the host (ssh key, helper)."""
+    return pipeline_request(
+        url=run.url,
+        ref=run.commit or run.ref,
+        environment=run.environment,
+        callback_urls={
+            "run": run.pipeline_callback_url,
+            "step": run.step_callback_url,
+            "cmd": run.cmd_callback_url,
+        },
+        trigger=PipelineRun.Trigger.RERUN,
+        triggered_by=triggered_by,
+        rerun_of=run,
+    )
+
+
+def pipelines_reconcile(now: datetime | None = None) -> list[PipelineRun]:
+    """Runs whose worker died (no heartbeat for PACKAGES_LOST_AFTER) end FAILED,
+    their containers and workspace removed."""
+    from packages_app import containers, pipelines
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.PACKAGES_LOST_AFTER)
+    lost = []
+    for run in PipelineRun.objects.filter(
+        status=PipelineRun.Status.IN_PROGRESS, heartbeat_at__lt=cutoff
+    ):
+        if not run.finish(
+            PipelineRun.Status.FAILED,
+            now=now,
+            error="Lost: the worker running it stopped sending heartbeats.",
+        ):
+            continue
+        run.steps.filter(
+            status__in=[PipelineRun.Status.PENDING, PipelineRun.Status.IN_PROGRESS]
+        ).update(status=PipelineRun.Status.ABORTED)
+        if run.executor == "docker":
+            containers.remove_run_containers(str(run.uuid))
+        shutil.rmtree(pipelines.workspace_path(run), ignore_errors=True)
+        lost.append(run)
     return lost

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from packages_app import services
-from packages_app.models import PackageRun
+from packages_app.models import PackageRun, PipelineRun
 
 
 def execute_run(run_id: int) -> str:
@@ -17,10 +17,18 @@ def enqueue_scheduled() -> int:
     return len(services.schedules_enqueue())
 
 
+def execute_pipeline(run_id: int) -> str:
+    run = PipelineRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return "gone"
+    return services.pipeline_execute(run).status
+
+
 def reconcile_runs() -> int:
-    return len(services.runs_reconcile())
+    return len(services.runs_reconcile()) + len(services.pipelines_reconcile())
 
 
 def reconcile_on_worker_start(sender=None, **kwargs) -> None:
     """django-q2 post_spawn receiver: a (re)started worker reconciles at once."""
     services.runs_reconcile()
+    services.pipelines_reconcile()

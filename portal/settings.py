@@ -141,6 +141,9 @@ if _database is None:
     _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["OPTIONS"] = {**SQLITE_OPTIONS, **_database.get("OPTIONS", {})}
+    # Tests use a file (WAL), not shared-cache memory, whose table locks would make
+    # a worker thread and the test's own queries refuse each other.
+    _database["TEST"] = {"NAME": str(VAR_DIR / "test-portal.sqlite3")}
     if DATABASE_URL == DEFAULT_DATABASE_URL:
         VAR_DIR.mkdir(parents=True, exist_ok=True)
 else:
@@ -222,6 +225,45 @@ PACKAGES_HEARTBEAT = env.int("PACKAGES_HEARTBEAT", 2, min_value=1)
 PACKAGES_LOST_AFTER = env.int("PACKAGES_LOST_AFTER", 60, min_value=5)
 # Repeated failures of one package within this many seconds send one email.
 PACKAGES_NOTIFY_WINDOW = env.int("PACKAGES_NOTIFY_WINDOW", 3600, min_value=0)
+
+# --- Pipelines (FX Quants runner) -------------------------------------------------
+# docker: steps in containers through the docker SDK (DOCKER_HOST picks the engine);
+# local: each script line as a subprocess in the workspace; auto: docker when the
+# engine answers, otherwise local (said in the run's log).
+PIPELINE_EXECUTOR = env.str("PIPELINE_EXECUTOR", "auto")
+if PIPELINE_EXECUTOR not in ("docker", "local", "auto"):
+    env.error("PIPELINE_EXECUTOR", "must be docker, local or auto")
+# Clones and step workspaces (one folder per run, deleted when the run ends).
+PIPELINE_WORKSPACES_DIR = Path(
+    env.str("PIPELINE_WORKSPACES_DIR", str(VAR_DIR / "pipelines"))
+)
+# URL schemes a pipeline may be cloned from; add "file" to allow local paths.
+PIPELINE_GIT_SCHEMES = env.list("PIPELINE_GIT_SCHEMES", ["https", "ssh", "git"])
+PIPELINE_CLONE_TIMEOUT = env.int("PIPELINE_CLONE_TIMEOUT", 120, min_value=1)
+PIPELINE_CLONE_MAX_BYTES = env.int(
+    "PIPELINE_CLONE_MAX_BYTES", 200 * 1024 * 1024, min_value=1024
+)
+# A pipeline's time limit when its file sets none (seconds).
+PIPELINE_TIMEOUT = env.int("PIPELINE_TIMEOUT", 3600, min_value=1)
+# Output kept per command; beyond it the output is cut and marked.
+PIPELINE_MAX_OUTPUT_BYTES = env.int(
+    "PIPELINE_MAX_OUTPUT_BYTES", 1024 * 1024, min_value=1024
+)
+# Pull a step's image when it is not on the engine (off: the image must exist).
+PIPELINE_PULL_IMAGES = env.bool("PIPELINE_PULL_IMAGES", False)
+# Let a step ask for `network: host` (otherwise steps have no network at all).
+PIPELINE_ALLOW_HOST_NETWORK = env.bool("PIPELINE_ALLOW_HOST_NETWORK", False)
+# POST /api/request without an API key (the original had no auth; on in the demo).
+PIPELINE_OPEN_REQUEST = env.bool("PIPELINE_OPEN_REQUEST", False)
+# The original's callback URLs; a request's own URLs take precedence.
+PIPELINE_CALLBACK_URL = env.str("PIPELINE_CALLBACK_URL")
+STEP_CALLBACK_URL = env.str("STEP_CALLBACK_URL")
+CMD_CALLBACK_URL = env.str("CMD_CALLBACK_URL")
+# Each callback POST: timeout (seconds) and retries after the first attempt.
+PIPELINE_CALLBACK_TIMEOUT = env.int("PIPELINE_CALLBACK_TIMEOUT", 5, min_value=1)
+PIPELINE_CALLBACK_RETRIES = env.int(
+    "PIPELINE_CALLBACK_RETRIES", 2, min_value=0, max_value=10
+)
 
 # --- Email ------------------------------------------------------------------
 EMAIL_HOST = env.str("EMAIL_HOST")
@@ -310,6 +352,8 @@ SPECTACULAR_SETTINGS = {
         "PackageRunStatusEnum": "packages_app.models.PackageRun.Status",
         "PackageRunTriggerEnum": "packages_app.models.PackageRun.Trigger",
         "PackageConcurrencyEnum": "packages_app.models.Package.Concurrency",
+        "PipelineStatusEnum": "packages_app.models.PipelineStatus",
+        "PipelineRunTriggerEnum": "packages_app.models.PipelineRun.Trigger",
     },
 }
 

@@ -9,6 +9,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from packages_app.urls import compat_urlpatterns as pipeline_compat
 from portal import views
 
 router = DefaultRouter(trailing_slash="/?")
@@ -27,6 +28,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("api/v1/", include((api_v1, "portal-api"))),
+    # The FX Quants runner's POST /api/request (and its run's status and cancel).
+    path("api/", include((pipeline_compat, "pipelines"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/",

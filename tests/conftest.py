@@ -9,6 +9,9 @@ from rest_framework.test import APIClient
 from portal import services
 from portal.roles import OPERATORS, VIEWERS
 
+# Servers started once per session (per xdist worker): a git daemon, podman.
+pytest_plugins = ["tests.fixtures.gitdaemon", "tests.fixtures.containers"]
+
 
 def _staff(django_user_model, username: str, group: str):
     user = django_user_model.objects.create_user(
