@@ -65,6 +65,10 @@ def repo(tmp_path):
     return make
 
 
+def has_output(run: PipelineRun):
+    return PipelineOutput.objects.filter(command__step__run=run).exists
+
+
 def run_pipeline(url: str, executor, **kwargs) -> PipelineRun:
     run = services.pipeline_prepare(url=url, **kwargs)
     pipelines.execute(run, executor=executor)
@@ -194,7 +198,7 @@ def test_cancel_stops_a_running_pipeline(repo, executor_factory):
     )
     began = time.monotonic()
     worker.start()
-    wait_for(lambda: PipelineOutput.objects.filter(command__step__run=run).exists(), timeout=20)
+    wait_for(has_output(run), timeout=20)
     assert services.pipeline_cancel(PipelineRun.objects.get(pk=run.pk))
     worker.join(20)
     assert not worker.is_alive()
@@ -233,7 +237,7 @@ def test_output_is_stored_in_chunks_as_it_comes(repo, executor_factory):
     )
     worker.start()
     # Output appears while the command still runs.
-    wait_for(lambda: PipelineOutput.objects.filter(command__step__run=run).exists(), timeout=20)
+    wait_for(has_output(run), timeout=20)
     assert PipelineRun.objects.get(pk=run.pk).status == S.IN_PROGRESS
     worker.join(30)
     run.refresh_from_db()
