@@ -1,13 +1,15 @@
-"""Demo packages: tiny scripts that succeed, fail and time out (never run here)."""
+"""Demo packages: tiny scripts that succeed, fail and time out (never run here);
+and a demo pipeline: a local git repository, a package using it, one finished run."""
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 from pathlib import Path
 
 from django.conf import settings
 
-from packages_app.models import Package
+from packages_app.models import Package, PipelineRun
 from portal import demo
 
 SCRIPTS = {
@@ -92,3 +94,97 @@ def seed_packages(stdout) -> None:
         stdout.write(
             f"  package {package.slug:<16} {' '.join(package.command)}  ({state})\n"
         )
+
+
+PIPELINE_FILE = """\
+# Demo pipeline: the FX Quants format, plus the portal's extensions.
+pipelines:
+  timeout: 120
+  steps:
+    - step:
+        name: Hello World With Bash
+        image: localhost/busybox
+        script:
+          - echo Hello World
+          - echo "report of $(date -u +%F)" > report.txt
+    - step:
+        name: Read the shared workspace
+        image: localhost/busybox
+        environment:
+          GREETING: hello from step 2
+        script:
+          - cat report.txt
+          - echo "$GREETING"
+    - step:
+        name: A flaky check that may fail
+        image: localhost/busybox
+        allow_failure: true
+        timeout: 30
+        script:
+          - echo "this step fails, and the run goes on"; exit 1
+"""
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Ops Portal demo",
+    "GIT_AUTHOR_EMAIL": "demo@localhost",
+    "GIT_COMMITTER_NAME": "Ops Portal demo",
+    "GIT_COMMITTER_EMAIL": "demo@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+}
+
+
+def _demo_repository(folder: Path) -> Path:
+    """A local git repository holding the demo pipeline (made once)."""
+    repo = folder / "hello-pipeline"
+    if (repo / ".git").is_dir():
+        return repo
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "fxq-pipeline.yml").write_text(PIPELINE_FILE)
+    for args in (
+        ["init", "--quiet", "--initial-branch=main"],
+        ["add", "fxq-pipeline.yml"],
+        ["commit", "--quiet", "-m", "Demo pipeline"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, env=GIT_ENV, check=True)
+    return repo
+
+
+@demo.register("pipelines", order=15)
+def seed_pipelines(stdout) -> None:
+    """A demo repository, a package with it as its git source, and one finished run
+    (through the local executor, which needs no container engine)."""
+    from packages_app import containers, pipelines, services
+
+    if "file" not in settings.PIPELINE_GIT_SCHEMES:
+        stdout.write(
+            "  pipelines: skipped (the demo repository is a local path: add "
+            '"file" to PIPELINE_GIT_SCHEMES, as scripts/run.sh does)\n'
+        )
+        return
+    repo = _demo_repository(Path(settings.VAR_DIR) / "demo-pipelines")
+    package = Package.objects.filter(slug="hello-pipeline").first()
+    if package is None:
+        package = Package(
+            slug="hello-pipeline",
+            description="Demo: a package whose source is a git repository; "
+            "run_package runs its fxq-pipeline.yml.",
+            git_url=str(repo),
+            timeout=120,
+            recipients=["ops@localhost"],
+        )
+        package.full_clean()
+        package.save()
+    stdout.write(f"  package {package.slug:<16} git source {repo}\n")
+    if not PipelineRun.objects.exists():
+        run = services.pipeline_prepare(
+            url=str(repo),
+            trigger=PipelineRun.Trigger.ADMIN,
+            triggered_by="seed_demo",
+        )
+        pipelines.execute(run, executor=containers.LocalExecutor())
+        stdout.write(f"  pipeline run {run.name} {run.uuid}: {run.status}\n")
+    stdout.write(
+        f"  try: curl -X POST -H 'Content-Type: application/json' "
+        f'-d \'{{"url": "{repo}"}}\' http://127.0.0.1:8000/api/request\n'
+    )

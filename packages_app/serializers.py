@@ -319,12 +319,27 @@ class PipelineRequestSerializer(serializers.Serializer):
         }
 
 
-class PipelineRefusedSerializer(serializers.Serializer):
-    """Why a pipeline request ran nothing; the run is recorded with this error."""
+def _messages() -> serializers.ListField:
+    return serializers.ListField(child=serializers.CharField(), required=False)
 
-    error = serializers.CharField()
-    field = serializers.CharField()
-    run_id = serializers.UUIDField(allow_null=True)
+
+class PipelineRefusedSerializer(serializers.Serializer):
+    """A 400: nothing runs. Either the body's fields in error, each with its
+    messages; or ``error``, ``field`` and the ``run_id`` under which the refused
+    request is recorded (a bad repository or pipeline file)."""
+
+    error = serializers.CharField(required=False)
+    field = serializers.CharField(required=False)
+    run_id = serializers.UUIDField(allow_null=True, required=False)
+    url = _messages()
+    ref = _messages()
+    callback_url = _messages()
+    pipeline_callback_url = _messages()
+    step_callback_url = _messages()
+    cmd_callback_url = _messages()
+    environment = serializers.JSONField(required=False)
+    non_field_errors = _messages()
+    detail = serializers.CharField(required=False, help_text="E.g. malformed JSON.")
 
 
 class PipelineCommandOutSerializer(serializers.Serializer):

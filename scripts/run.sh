@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ADDR="${1:-127.0.0.1:8000}"
+# Demo defaults (override in the environment): the demo pipeline is a local git
+# repository, and POST /api/request is open like the original runner's.
+export PIPELINE_GIT_SCHEMES="${PIPELINE_GIT_SCHEMES:-https,ssh,git,file}"
+export PIPELINE_OPEN_REQUEST="${PIPELINE_OPEN_REQUEST:-1}"
 ensure_venv requirements.txt
 step "migrate";          "$PY" manage.py migrate --noinput
 step "setup_schedules";  "$PY" manage.py setup_schedules

@@ -10,6 +10,20 @@ source scripts/lib.sh
 ensure_venv requirements-dev.txt
 ensure_debian_packages chromium chromium-driver
 
+# The pipeline tests run real containers through podman's Docker-compatible API.
+# As root, set podman up (idempotent); otherwise those tests skip, loudly.
+if [[ $(id -u) -eq 0 ]]; then
+  step "container engine (scripts/setup-containers.sh)"
+  if out=$(scripts/setup-containers.sh); then
+    export "${out##*$'\n'}"   # DOCKER_HOST=unix://...
+    echo "   $DOCKER_HOST"
+  else
+    echo "!! scripts/setup-containers.sh failed: the container tests will be skipped" >&2
+  fi
+else
+  echo "!! not root: podman cannot be set up here; the container tests will be skipped" >&2
+fi
+
 step "ruff check";          "$VENV/bin/ruff" check .
 step "ruff format --check"; "$VENV/bin/ruff" format --check .
 

@@ -45,6 +45,8 @@ API_V1_OPERATIONS = {
     "GET /api/v1/ticks/",
     "GET /api/v1/ticks/{name}/",
     "POST /api/v1/ticks/{name}/run/",
+    "POST /api/request",
+    "GET /api/v1/pipeline-runs/{run_id}/",
 }
 
 
@@ -61,6 +63,15 @@ def keep_test_connection():
     yield
     signals.request_started.connect(close_old_connections)
     signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture(autouse=True)
+def _pipelines_offline(settings, tmp_path):
+    """Fuzzed git URLs clone nothing from the network: only local paths are allowed
+    (a random path is no repository, a 400), into a throw-away folder."""
+    settings.PIPELINE_GIT_SCHEMES = ["file"]
+    settings.PIPELINE_WORKSPACES_DIR = tmp_path / "workspaces"
+    settings.PIPELINE_CLONE_TIMEOUT = 5
 
 
 @pytest.fixture
