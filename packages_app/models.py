@@ -248,8 +248,15 @@ class Package(models.Model):
         if not self.git_url and not self.command:
             raise ValidationError({"command": "Give a command or a git source."})
         if self.git_url:
-            from packages_app.gitsource import SourceError, check_ref, check_url
+            from packages_app.gitsource import SourceError, check_ref, check_url, redact
 
+            if redact(self.git_url) != self.git_url:
+                raise ValidationError(
+                    {
+                        "git_url": "Remove the credentials from the URL: they would "
+                        "be stored. Give this host access (ssh key, credential helper)."
+                    }
+                )
             try:
                 check_url(self.git_url)
                 check_ref(self.git_ref)

@@ -104,6 +104,7 @@ def test_a_pipeline_that_cannot_start_fails_the_run_with_the_reason(tmp_path):
         ({"command": ["true"], "directory": "/tmp"}, "git_url"),
         ({"git_url": "ext::sh -c x"}, "git_url"),
         ({"git_ref": "-bad"}, "git_ref"),
+        ({"git_url": "https://user:tok@example.com/o/r.git"}, "git_url"),
     ],
 )
 def test_model_validation(tmp_path, fields, field):

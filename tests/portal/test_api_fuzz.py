@@ -45,7 +45,7 @@ API_V1_OPERATIONS = {
     "GET /api/v1/ticks/",
     "GET /api/v1/ticks/{name}/",
     "POST /api/v1/ticks/{name}/run/",
-    "POST /api/request",
+    "POST /api/request/",
     "GET /api/v1/pipeline-runs/{run_id}/",
 }
 
