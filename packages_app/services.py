@@ -409,6 +409,7 @@ def pipeline_prepare(
         spec = pipeline_spec.load(
             checkout.path, allow_host_network=settings.PIPELINE_ALLOW_HOST_NETWORK
         )
+        _check_pipeline_timeout(spec.timeout or settings.PIPELINE_TIMEOUT)
     except (gitsource.SourceError, pipeline_spec.SpecError) as exc:
         shutil.rmtree(workspace, ignore_errors=True)
         field = getattr(exc, "field", "pipeline")
@@ -435,6 +436,19 @@ def pipeline_prepare(
                 for cmd_no, line in enumerate(step_spec.script, start=1)
             )
     return run
+
+
+def _check_pipeline_timeout(seconds: int) -> None:
+    """django-q2 hands a task out again after Q_RETRY: a pipeline must end before."""
+    from packages_app import pipeline_spec
+    from packages_app.models import max_run_timeout
+
+    most = max_run_timeout()
+    if most is not None and seconds > most:
+        raise pipeline_spec.SpecError(
+            f"The pipeline timeout {seconds} s is over the workers' limit of {most} s "
+            f"(Q_RETRY={settings.Q_CLUSTER['retry']} s)."
+        )
 
 
 def pipeline_task_timeout(run: PipelineRun) -> int:

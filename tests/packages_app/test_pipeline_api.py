@@ -249,3 +249,10 @@ def test_rerun_clones_the_same_commit_again(client, served):
     second = PipelineRun.objects.get(uuid=response.json()["run_id"])
     assert second.rerun_of == first and second.ref == first.commit
     assert second.commit == first.commit and second.trigger == "rerun"
+
+
+def test_a_pipeline_timeout_over_the_workers_limit_is_refused(client, served, settings):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "retry": 1000}
+    text = HELLO.replace("  steps:", "  timeout: 5000\n  steps:")
+    body = post(client, {"url": served({"fxq-pipeline.yml": text})}).json()
+    assert body["field"] == "pipeline" and "workers' limit" in body["error"]

@@ -30,7 +30,7 @@ IMAGE = "localhost/busybox"
 @pytest.fixture(autouse=True)
 def _pipeline_settings(settings, tmp_path):
     settings.PIPELINE_WORKSPACES_DIR = tmp_path / "workspaces"
-    settings.PIPELINE_GIT_SCHEMES = ["file", "git"]
+    settings.PIPELINE_GIT_SCHEMES = ["git"]
     settings.PIPELINE_CALLBACK_URL = ""
     settings.STEP_CALLBACK_URL = ""
     settings.CMD_CALLBACK_URL = ""
@@ -53,14 +53,15 @@ def pipeline_file(*steps: dict, timeout: int | None = None) -> str:
 
 
 @pytest.fixture
-def repo(tmp_path):
-    """A local repository holding the given fxq-pipeline.yml; returns its path."""
+def repo(git_daemon, tmp_path):
+    """A repository holding the given fxq-pipeline.yml, served by the real git
+    daemon on 127.0.0.1; returns its git:// URL."""
     count = iter(range(1000))
 
     def make(text: str, **files: str) -> str:
-        path = tmp_path / f"repo{next(count)}"
-        make_repo(path, {"fxq-pipeline.yml": text, **files})
-        return str(path)
+        name = f"quants/{tmp_path.name}-{next(count)}.git"
+        make_repo(git_daemon.base / name, {"fxq-pipeline.yml": text, **files})
+        return git_daemon.url(name)
 
     return make
 
@@ -403,3 +404,66 @@ def test_lost_pipeline_runs_are_failed_by_the_reconciler(repo, settings):
     assert run.status == S.FAILED and "Lost" in run.error
     assert run.steps.get().status == S.ABORTED
     assert not Path(run.workspace).exists()
+
+
+def test_auto_uses_local_and_says_so_when_the_engine_does_not_answer(
+    repo, settings, monkeypatch, tmp_path
+):
+    settings.PIPELINE_EXECUTOR = "auto"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    run = services.pipeline_prepare(
+        url=repo(pipeline_file({"name": "a", "script": ["echo ok"]}))
+    )
+    pipelines.execute(run)
+    run.refresh_from_db()
+    assert run.status == S.SUCCESSFUL and run.executor == "local"
+    assert "executor: local" in run.log and "does not answer" in run.log
+    assert outputs(run) == [["ok\n"]]
+
+
+def test_auto_uses_the_engine_when_it_answers(repo, settings, monkeypatch, docker_host):
+    settings.PIPELINE_EXECUTOR = "auto"
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    run = services.pipeline_prepare(
+        url=repo(pipeline_file({"name": "a", "script": ["echo ok"]}))
+    )
+    pipelines.execute(run)
+    run.refresh_from_db()
+    assert run.status == S.SUCCESSFUL and run.executor == "docker"
+    assert "executor: docker" in run.log
+
+
+def test_callback_urls_from_the_environment(repo, receiver, settings):
+    settings.PIPELINE_CALLBACK_URL = receiver.url + "/env-run"
+    run = run_pipeline(
+        repo(pipeline_file({"name": "a", "script": ["true"]})),
+        containers.LocalExecutor(),
+    )
+    assert run.status == S.SUCCESSFUL
+    assert [path for path, _, _ in receiver.received] == ["/env-run", "/env-run"]
+
+
+def test_callbacks_never_slow_a_step(repo, settings):
+    """A receiver that never answers: the run ends on time, the callbacks give up
+    within their timeout and retries, and nothing fails."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(50)
+    settings.PIPELINE_CALLBACK_TIMEOUT = 1
+    settings.PIPELINE_CALLBACK_RETRIES = 0
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/cb"
+    began = time.monotonic()
+    try:
+        run = run_pipeline(
+            repo(pipeline_file({"name": "a", "script": ["echo 1", "echo 2"]})),
+            containers.LocalExecutor(),
+            callback_urls={"run": url, "step": url, "cmd": url},
+        )
+    finally:
+        silent.close()
+    assert run.status == S.SUCCESSFUL
+    # Callbacks go out from a thread; close() waits at most 10 s for them.
+    assert time.monotonic() - began < 14
+    assert "failed" in run.log or "dropped" in run.log
