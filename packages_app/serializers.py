@@ -52,6 +52,8 @@ class PackageSerializer(serializers.ModelSerializer):
             "schedule_tz",
             "next_scheduled_at",
             "concurrency",
+            "git_url",
+            "git_ref",
             "last_run",
         ]
         read_only_fields = fields
@@ -106,9 +108,16 @@ class PackageRunDetailSerializer(PackageRunSerializer):
     """A run with the end of its output."""
 
     log_tail = serializers.SerializerMethodField()
+    pipeline_run_id = serializers.UUIDField(
+        source="pipeline_run.uuid",
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="For a package with a git source: the pipeline run it ran.",
+    )
 
     class Meta(PackageRunSerializer.Meta):
-        fields = [*PackageRunSerializer.Meta.fields, "log_tail"]
+        fields = [*PackageRunSerializer.Meta.fields, "log_tail", "pipeline_run_id"]
         read_only_fields = fields
 
     def get_log_tail(self, run: PackageRun) -> str:

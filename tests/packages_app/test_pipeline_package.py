@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from packages_app.models import Package, PackageRun, PipelineRun
+from packages_app.serializers import PackageRunDetailSerializer
 from tests.fixtures.gitdaemon import git, make_repo
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -59,6 +60,8 @@ def test_run_package_runs_the_pipeline_and_links_it(tmp_path, monkeypatch, mailo
     pipeline = package_run.pipeline_run
     assert pipeline.status == PipelineRun.Status.SUCCESSFUL
     assert pipeline.trigger == "package" and "gitpkg" in pipeline.triggered_by
+    detail = PackageRunDetailSerializer(package_run).data
+    assert detail["pipeline_run_id"] == str(pipeline.uuid)
     log = package_run.read_log_tail()
     assert "hello debug" in log and "secret-7-chars" in log and "$ echo" in log
     # The secret reached the step but is stored nowhere.
