@@ -123,7 +123,7 @@ class DockerExecutor:
     name = "docker"
 
     def __init__(self, client=None):
-        self.client = client or docker_client()
+        self.client = client  # made at the first start: that may fail, clearly
         self.container = None
 
     def _image(self, image: str) -> None:
@@ -145,8 +145,18 @@ class DockerExecutor:
 
     def start(self, ctx: StepContext) -> str:
         import docker
+        import requests
 
-        self._image(ctx.image)
+        try:
+            if self.client is None:
+                self.client = docker_client()
+            self._image(ctx.image)
+        except (requests.RequestException, docker.errors.DockerException) as exc:
+            if isinstance(exc, docker.errors.APIError):
+                raise
+            raise StepError(
+                f"The container engine does not answer (DOCKER_HOST): {exc}"
+            ) from None
         try:
             self.container = self.client.containers.create(
                 ctx.image,
@@ -167,6 +177,10 @@ class DockerExecutor:
         except docker.errors.APIError as exc:
             raise StepError(
                 f"The container could not start: {exc.explanation or exc}"
+            ) from None
+        except (requests.RequestException, docker.errors.DockerException) as exc:
+            raise StepError(
+                f"The container engine does not answer (DOCKER_HOST): {exc}"
             ) from None
         return self.container.id
 

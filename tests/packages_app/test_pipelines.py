@@ -467,3 +467,13 @@ def test_callbacks_never_slow_a_step(repo, settings):
     # Callbacks go out from a thread; close() waits at most 10 s for them.
     assert time.monotonic() - began < 14
     assert "failed" in run.log or "dropped" in run.log
+
+
+def test_docker_executor_without_an_engine_fails_the_step_clearly(
+    repo, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    url = repo(pipeline_file({"name": "a", "script": ["true"]}))
+    run = run_pipeline(url, containers.DockerExecutor())
+    assert run.status == S.FAILED
+    assert "container engine does not answer" in run.steps.get().error
