@@ -259,7 +259,9 @@ def execute(
     except Exception as exc:
         logger.exception("pipeline run %s failed in the portal", run.uuid)
         status, error = PipelineStatus.FAILED, f"Internal error: {exc}"
-        for step in run.steps.filter(status__in=[PipelineStatus.PENDING]):
+        for step in run.steps.filter(status=PipelineStatus.IN_PROGRESS):
+            step.set_status(PipelineStatus.FAILED, error="Internal error.")
+        for step in run.steps.filter(status=PipelineStatus.PENDING):
             step.set_status(PipelineStatus.ABORTED)
     finally:
         shutil.rmtree(workspace_path(run), ignore_errors=True)
@@ -312,6 +314,9 @@ def _run_step(run, step, workspace, executor, watch, callbacks, extra_env, tee) 
                 break
     except containers.StepError as exc:
         outcome, error = "failed", str(exc)
+    except Exception as exc:  # the engine failed under the step (container gone…)
+        logger.exception("step %s of run %s failed in the executor", step.pk, run.uuid)
+        outcome, error = "failed", f"The executor failed: {exc}"
     finally:
         executor.stop()
     if tee is not None and error:

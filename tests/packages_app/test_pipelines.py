@@ -477,3 +477,27 @@ def test_docker_executor_without_an_engine_fails_the_step_clearly(
     run = run_pipeline(url, containers.DockerExecutor())
     assert run.status == S.FAILED
     assert "container engine does not answer" in run.steps.get().error
+
+
+class _BrokenEngine(containers.LocalExecutor):
+    """An engine that fails under the second step's first exec."""
+
+    def exec(self, instruction, on_output, should_stop):
+        if instruction == "explode":
+            raise RuntimeError("container vanished")
+        return super().exec(instruction, on_output, should_stop)
+
+
+def test_an_executor_failure_fails_that_step_and_the_run(repo):
+    url = repo(
+        pipeline_file(
+            {"name": "ok", "script": ["echo fine"]},
+            {"name": "broken", "script": ["explode"]},
+            {"name": "later", "script": ["true"]},
+        )
+    )
+    run = run_pipeline(url, _BrokenEngine())
+    assert run.status == S.FAILED
+    ok, broken, later = run.steps.all()
+    assert ok.status == S.SUCCESSFUL and later.status == S.ABORTED
+    assert broken.status == S.FAILED and "container vanished" in broken.error
