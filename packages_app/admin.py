@@ -1,4 +1,5 @@
-"""Admin for packages and their runs: the main UI to edit, run, watch and cancel."""
+"""Admin for packages, their runs and pipeline runs: the main UI to edit, run, watch,
+cancel and re-run."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import json
 import math
 import re
 import shlex
+from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -19,20 +22,28 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from packages_app import services
+from packages_app.callbacks import safe_url
 from packages_app.dashboard import (
     format_duration,
+    pipeline_badge,
+    pipeline_tone,
+    pipeline_url,
     run_url,
     runs_chart,
     status_badge,
     status_tone,
 )
 from packages_app.models import (
+    PIPELINE_TERMINAL,
     Package,
     PackageRun,
+    PipelineCommand,
+    PipelineOutput,
+    PipelineRun,
     format_command,
     max_run_timeout,
     validate_json_object,
@@ -41,9 +52,12 @@ from packages_app.notifications import masked
 from packages_app.runner import TAIL_BYTES
 
 RUN_PERMISSION = "packages_app.run_package"
+PIPELINE_RUN_PERMISSION = "packages_app.run_pipeline"
 CHART_RUNS = 30
 # Seconds between two refreshes of a running run's page.
 TAIL_REFRESH_SECONDS = 2
+# Milliseconds between two refreshes of a running pipeline's page.
+PIPELINE_REFRESH_MS = 1000
 MONOSPACE = {"class": "vLargeTextField pkg-mono", "spellcheck": "false"}
 
 
@@ -480,6 +494,57 @@ def short_time(value: datetime | None):
     )
 
 
+def so_far(duration: float | None, started_at: datetime | None, *, ended: bool) -> str:
+    """A run's or a step's duration; while it runs, the time so far."""
+    if duration is None and started_at is not None and not ended:
+        elapsed = max(0.0, (timezone.now() - started_at).total_seconds())
+        return f"{format_duration(elapsed)} so far"
+    return format_duration(duration)
+
+
+class RunRecordAdmin(admin.ModelAdmin):
+    """What the package run and pipeline run pages share: a run is a read-only
+    record, created by running something, deleted only once it has ended; its page
+    has endpoints of its own (``_name``), which all load it with ``_get_run``."""
+
+    run_permission = ""
+
+    def has_add_permission(self, request) -> bool:
+        return False  # runs are created by running a package or a pipeline
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # a run is a record: every field is read-only
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and not obj.is_terminal:
+            return False  # cancel it first; its process would outlive the row
+        return super().has_delete_permission(request, obj)
+
+    def has_run_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm(self.run_permission)
+
+    @admin.display(description="Duration", ordering="duration")
+    def duration_display(self, obj) -> str:
+        return so_far(obj.duration, obj.started_at, ended=obj.is_terminal)
+
+    @admin.display(description="Error")
+    def error_display(self, obj):
+        if not obj.error:
+            return "—"
+        return format_html('<pre class="pkg-error">{}</pre>', obj.error)
+
+    def _name(self, view: str) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_{view}"
+
+    def _get_run(self, request, object_id: str):
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            raise Http404("No such run.")
+        if not self.has_view_permission(request, run):
+            raise PermissionDenied
+        return run
+
+
 def run_live(run: PackageRun) -> dict:
     """What the run page shows and refreshes: status, progress, the log's tail."""
     tail = run.read_log_tail(TAIL_BYTES)
@@ -502,7 +567,8 @@ def run_live(run: PackageRun) -> dict:
 
 
 @admin.register(PackageRun)
-class PackageRunAdmin(admin.ModelAdmin):
+class PackageRunAdmin(RunRecordAdmin):
+    run_permission = RUN_PERMISSION
     change_form_template = "admin/packages_app/packagerun/change_form.html"
     list_display = [
         "id",
@@ -584,29 +650,9 @@ class PackageRunAdmin(admin.ModelAdmin):
         # The log columns hold up to 128 KB a row; only the run page reads them.
         return super().get_queryset(request).defer("log_head", "log_tail")
 
-    def has_add_permission(self, request) -> bool:
-        return False  # runs are created by running a package
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # a run is a record: every field is read-only
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        if obj is not None and not obj.is_terminal:
-            return False  # cancel it first; its process would outlive the row
-        return super().has_delete_permission(request, obj)
-
-    def has_run_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm(RUN_PERMISSION)
-
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: PackageRun):
         return status_badge(obj.status)
-
-    @admin.display(description="Duration", ordering="duration")
-    def duration_display(self, obj: PackageRun) -> str:
-        if obj.duration is None and obj.status == PackageRun.Status.RUNNING:
-            return f"{format_duration(obj.elapsed)} so far"
-        return format_duration(obj.duration)
 
     @admin.display(description="Queued", ordering="queued_at")
     def queued(self, obj: PackageRun):
@@ -630,12 +676,6 @@ class PackageRunAdmin(admin.ModelAdmin):
             '<pre class="pkg-json">{}</pre>',
             json.dumps(masked(obj.parameters), indent=2),
         )
-
-    @admin.display(description="Error")
-    def error_display(self, obj: PackageRun):
-        if not obj.error:
-            return "—"
-        return format_html('<pre class="pkg-error">{}</pre>', obj.error)
 
     def render_change_form(
         self, request, context, add=False, change=False, form_url="", obj=None
@@ -661,9 +701,6 @@ class PackageRunAdmin(admin.ModelAdmin):
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def _name(self, view: str) -> str:
-        return f"{self.opts.app_label}_{self.opts.model_name}_{view}"
-
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
@@ -684,14 +721,6 @@ class PackageRunAdmin(admin.ModelAdmin):
             ),
             *super().get_urls(),
         ]
-
-    def _get_run(self, request, object_id: str) -> PackageRun:
-        run = self.get_object(request, unquote(object_id))
-        if run is None:
-            raise Http404("No such run.")
-        if not self.has_view_permission(request, run):
-            raise PermissionDenied
-        return run
 
     def tail_view(self, request, object_id: str) -> JsonResponse:
         """JSON for the run page's refresh: status, elapsed, the log's tail."""
@@ -748,3 +777,316 @@ class PackageRunAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
         return redirect(run_url(run.pk))
+
+
+# --- Pipeline runs ------------------------------------------------------------
+
+
+def _exit_display(command: PipelineCommand) -> tuple[str, str]:
+    """The text and tone of a command's exit code."""
+    if command.exit_code is not None:
+        return f"exit {command.exit_code}", "ok" if command.exit_code == 0 else "bad"
+    if command.started_at is not None and command.finished_at is None:
+        return "running", "info"
+    if command.finished_at is not None:
+        return "no exit code", "warn"  # stopped, or the engine lost it
+    return "not run", "muted"
+
+
+def pipeline_live(run: PipelineRun, *, after: int = 0) -> dict:
+    """What a pipeline run's page shows and refreshes: statuses, durations, exit
+    codes, and the output chunks whose id is greater than ``after``.
+
+    The page asks for the chunks after the last one it has. Ids only grow, and one
+    run's chunks are written one at a time by one thread, each committed on its
+    own, so a chunk never appears behind one the page has already seen.
+    Four queries: the run is loaded by the caller; steps, commands, new chunks.
+    """
+    steps = list(run.steps.order_by("step_no"))
+    commands = PipelineCommand.objects.filter(step__run=run).order_by(
+        "step__step_no", "cmd_no"
+    )
+    chunks = (
+        PipelineOutput.objects.filter(command__step__run=run, pk__gt=after)
+        .order_by("pk")
+        .values_list("pk", "command_id", "text")
+    )
+    new_output: dict[int, list[str]] = defaultdict(list)
+    last = after
+    for pk, command_id, text in chunks:
+        new_output[command_id].append(text)
+        last = pk
+    by_step: dict[int, list[dict]] = defaultdict(list)
+    for command in commands:
+        exit_text, exit_tone = _exit_display(command)
+        by_step[command.step_id].append(
+            {
+                "cmd_id": str(command.uuid),
+                "cmd_no": command.cmd_no,
+                "instruction": command.instruction,
+                "exit_code": command.exit_code,
+                "exit_display": exit_text,
+                "exit_tone": exit_tone,
+                "output_truncated": command.output_truncated,
+                "output": "".join(new_output[command.pk]),
+            }
+        )
+    return {
+        "run_id": str(run.uuid),
+        "status": run.status,
+        "status_display": run.get_status_display(),
+        "tone": pipeline_tone(run.status),
+        "active": not run.is_terminal,
+        "elapsed_display": so_far(run.duration, run.started_at, ended=run.is_terminal),
+        "cancel_requested": run.cancel_requested_at is not None,
+        "steps_ended": sum(step.status in PIPELINE_TERMINAL for step in steps),
+        "after": last,
+        "steps": [
+            {
+                "step_id": str(step.uuid),
+                "step_no": step.step_no,
+                "name": step.name,
+                "image": step.image,
+                "status": step.status,
+                "status_display": step.get_status_display(),
+                "tone": pipeline_tone(step.status),
+                "allow_failure": step.allow_failure,
+                "duration_display": so_far(
+                    step.duration,
+                    step.started_at,
+                    ended=step.finished_at is not None or run.is_terminal,
+                ),
+                "error": step.error,
+                "commands": by_step[step.pk],
+            }
+            for step in steps
+        ],
+    }
+
+
+@admin.register(PipelineRun)
+class PipelineRunAdmin(RunRecordAdmin):
+    """Pipeline runs: a list, and a read-only page per run with its steps, their
+    commands and output, refreshed while it runs; Cancel and Re-run buttons."""
+
+    run_permission = PIPELINE_RUN_PERMISSION
+    change_form_template = "admin/packages_app/pipelinerun/change_form.html"
+    list_display = [
+        "id",
+        "name",
+        "status_badge",
+        "trigger",
+        "triggered_by",
+        "created",
+        "duration_display",
+    ]
+    list_display_links = ["id", "name"]
+    list_filter = ["status", "trigger", "executor"]
+    search_fields = ["name", "url", "commit", "uuid"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "uuid",
+                    "name",
+                    "url",
+                    "ref",
+                    "commit",
+                    "trigger",
+                    "triggered_by",
+                    "rerun_link",
+                ]
+            },
+        ),
+        (
+            "Execution",
+            {"fields": ["executor", "host", "workspace", "timeout_display"]},
+        ),
+        (
+            "Timing",
+            {
+                "fields": [
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "duration_display",
+                    "heartbeat_at",
+                    "cancel_requested_at",
+                ]
+            },
+        ),
+        ("Result", {"fields": ["error_display"]}),
+        (
+            "Environment and callbacks",
+            {"fields": ["environment_display", "callbacks_display"]},
+        ),
+        ("Portal log", {"fields": ["log_display"]}),
+    ]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    class Media:
+        css = {"all": ["packages_app/admin.css", "packages_app/pipeline.css"]}
+        js = ["packages_app/pipeline.js"]
+
+    def get_queryset(self, request):
+        # The portal's log can be long; only the run page reads it.
+        return super().get_queryset(request).defer("log")
+
+    def get_deleted_objects(self, objs, request):
+        # Steps, commands and output chunks can be thousands of rows: the page
+        # counts them (model_count) and lists only the runs.
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(
+            objs, request
+        )
+        runs = [item for item in to_delete if not isinstance(item, list)]
+        return runs, model_count, perms_needed, protected
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: PipelineRun):
+        return pipeline_badge(obj.status)
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: PipelineRun):
+        return short_time(obj.created_at)
+
+    @admin.display(description="Re-run of")
+    def rerun_link(self, obj: PipelineRun):
+        if obj.rerun_of_id is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>', pipeline_url(obj.rerun_of_id), obj.rerun_of
+        )
+
+    @admin.display(description="Timeout")
+    def timeout_display(self, obj: PipelineRun) -> str:
+        if obj.timeout is None:
+            return f"{format_duration(settings.PIPELINE_TIMEOUT)} (the default)"
+        return format_duration(obj.timeout)
+
+    @admin.display(description="Environment")
+    def environment_display(self, obj: PipelineRun):
+        # Not secrets: the request's environment, shown as given.
+        if not obj.environment:
+            return "—"
+        return format_html(
+            '<pre class="pkg-json">{}</pre>', json.dumps(obj.environment, indent=2)
+        )
+
+    @admin.display(description="Callback URLs")
+    def callbacks_display(self, obj: PipelineRun):
+        urls = [
+            ("run", obj.pipeline_callback_url),
+            ("step", obj.step_callback_url),
+            ("cmd", obj.cmd_callback_url),
+        ]
+        shown = [(event, safe_url(url)) for event, url in urls if url]
+        if not shown:
+            return "—"
+        return format_html(
+            '<ul class="pipe-callbacks">{}</ul>',
+            format_html_join("", "<li>{}: <code>{}</code></li>", shown),
+        )
+
+    @admin.display(description="Log")
+    def log_display(self, obj: PipelineRun):
+        if not obj.log:
+            return "—"
+        return format_html('<pre class="pkg-log">{}</pre>', obj.log)
+
+    def render_change_form(
+        self, request, context, add=False, change=False, form_url="", obj=None
+    ):
+        if obj is not None:
+            can_run = self.has_run_permission(request, obj)
+            context.update(
+                {
+                    "live": pipeline_live(obj),
+                    "live_url": reverse(f"admin:{self._name('live')}", args=[obj.pk]),
+                    "cancel_url": reverse(
+                        f"admin:{self._name('cancel')}", args=[obj.pk]
+                    ),
+                    "rerun_url": reverse(f"admin:{self._name('rerun')}", args=[obj.pk]),
+                    "can_cancel": can_run and not obj.is_terminal,
+                    "can_rerun": can_run and obj.is_terminal,
+                    "refresh_ms": PIPELINE_REFRESH_MS,
+                }
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/live/",
+                view(self.live_view),
+                name=self._name("live"),
+            ),
+            path(
+                "<path:object_id>/cancel/",
+                view(require_POST(self.cancel_view)),
+                name=self._name("cancel"),
+            ),
+            path(
+                "<path:object_id>/rerun/",
+                view(require_POST(self.rerun_view)),
+                name=self._name("rerun"),
+            ),
+            *super().get_urls(),
+        ]
+
+    def live_view(self, request, object_id: str) -> JsonResponse:
+        """JSON for the run page's refresh; ``?after=`` the last chunk id it has."""
+        run = self._get_run(request, object_id)
+        try:
+            after = max(0, int(request.GET.get("after", 0)))
+        except ValueError:
+            after = 0
+        response = JsonResponse(pipeline_live(run, after=after))
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def cancel_view(self, request, object_id: str) -> HttpResponseRedirect:
+        run = self._get_run(request, object_id)
+        if not self.has_run_permission(request, run):
+            raise PermissionDenied
+        if services.pipeline_cancel(run):
+            if run.status == PipelineRun.Status.STOPPED:
+                text = f"Stopped {run} before it started."
+            else:
+                text = f"Asked {run} to stop; it ends within a few seconds."
+            self.message_user(request, text, messages.SUCCESS)
+        elif run.cancel_requested_at is not None and not run.is_terminal:
+            self.message_user(
+                request, f"{run} was already asked to stop.", messages.WARNING
+            )
+        else:
+            self.message_user(
+                request,
+                f"{run} is {run.get_status_display().lower()}: nothing to cancel.",
+                messages.WARNING,
+            )
+        return redirect(pipeline_url(run.pk))
+
+    def rerun_view(self, request, object_id: str) -> HttpResponseRedirect:
+        run = self._get_run(request, object_id)
+        if not self.has_run_permission(request, run):
+            raise PermissionDenied
+        if not run.is_terminal:
+            self.message_user(
+                request,
+                f"{run} has not ended yet: cancel it, or wait, before re-running it.",
+                messages.WARNING,
+            )
+            return redirect(pipeline_url(run.pk))
+        try:
+            new_run = services.pipeline_rerun(run, triggered_by=request.user.username)
+        except services.PipelineRefused as exc:
+            self.message_user(
+                request, f"Could not re-run {run}: {exc.message}", messages.ERROR
+            )
+            return redirect(pipeline_url(run.pk))
+        self.message_user(request, f"Re-running {run} as {new_run}.", messages.SUCCESS)
+        return redirect(pipeline_url(new_run.pk))

@@ -26,11 +26,12 @@ QUEUE_LIMIT = 10_000
 
 
 def safe_url(url: str) -> str:
-    """The URL as it may be logged: no credentials, no query string."""
+    """The URL as it may be logged or shown: no credentials, query or fragment
+    (where tokens usually travel)."""
+    if not url:
+        return ""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 

@@ -1,12 +1,15 @@
-"""The packages panel of the dashboard, and the run display helpers the admin shares
-with it: status tones and badges, durations, the chart of a package's last runs."""
+"""The packages and pipelines panels of the dashboard, and the run display helpers
+the admin shares with them: status tones and badges, durations, the chart of a
+package's last runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Count as DbCount
+from django.db.models import Q
 from django.db.models.functions import TruncHour
 from django.urls import reverse
 from django.utils import timezone
@@ -14,7 +17,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
-from packages_app.models import Package, PackageRun
+from packages_app.models import (
+    PIPELINE_TERMINAL,
+    Package,
+    PackageRun,
+    PipelineRun,
+    PipelineStatus,
+)
 from portal import dashboard
 
 Status = PackageRun.Status
@@ -38,21 +47,56 @@ PANEL_STATUSES = (
 )
 
 
+PIPELINE_TONES = {
+    PipelineStatus.PENDING: "muted",
+    PipelineStatus.IN_PROGRESS: "info",
+    PipelineStatus.SUCCESSFUL: "ok",
+    PipelineStatus.FAILED: "bad",
+    PipelineStatus.ABORTED: "warn",
+    PipelineStatus.STOPPED: "muted",
+}
+# Counts of the pipelines panel, in this order.
+PIPELINE_PANEL_STATUSES = (
+    PipelineStatus.SUCCESSFUL,
+    PipelineStatus.FAILED,
+    PipelineStatus.ABORTED,
+    PipelineStatus.STOPPED,
+    PipelineStatus.IN_PROGRESS,
+    PipelineStatus.PENDING,
+)
+
+
 def status_tone(status: str | None) -> str:
     return STATUS_TONES.get(status, "muted")
 
 
-def status_badge(status: str | None) -> SafeString:
-    """A coloured pill with the status label; an em dash for no status."""
+def pipeline_tone(status: str | None) -> str:
+    return PIPELINE_TONES.get(status, "muted")
+
+
+def badge(status: str | None, label: str, tone: str) -> SafeString:
+    """A coloured pill (``pkg-badge`` in admin.css); an em dash for no status."""
     if not status:
         return mark_safe("—")
-    label = Status(status).label if status in Status.values else status
     return format_html(
         '<span class="pkg-badge pkg-badge-{}" data-status="{}">{}</span>',
-        status_tone(status),
+        tone,
         status,
         label,
     )
+
+
+def status_badge(status: str | None) -> SafeString:
+    """The badge of a package run's status."""
+    label = Status(status).label if status in Status.values else status
+    return badge(status, label or "", status_tone(status))
+
+
+def pipeline_badge(status: str | None) -> SafeString:
+    """The badge of a pipeline run's (or step's) status."""
+    values = PipelineStatus.values
+    label = PipelineStatus(status).label if status in values else status
+    return badge(status, label or "", pipeline_tone(status))
 
 
 def format_duration(seconds: float | None) -> str:
@@ -71,6 +115,10 @@ def format_duration(seconds: float | None) -> str:
 
 def run_url(run_id: int) -> str:
     return reverse("admin:packages_app_packagerun_change", args=[run_id])
+
+
+def pipeline_url(run_id: int) -> str:
+    return reverse("admin:packages_app_pipelinerun_change", args=[run_id])
 
 
 def runs_chart(
@@ -126,6 +174,25 @@ def runs_chart(
         width,
         height - 0.5,
     )
+
+
+def hourly_chart(
+    rows: Iterable[dict], *, now: datetime, tone: Callable[[str], str], title: str
+) -> SafeString:
+    """Bars of the last 24 hours from ``{"hour", "status", "n"}`` rows, coloured by
+    the tone of each status."""
+    start = (now - timedelta(hours=23)).replace(minute=0, second=0, microsecond=0)
+    buckets: list[dict[str, int]] = [{} for _ in range(24)]
+    for row in rows:
+        index = int((row["hour"] - start).total_seconds() // 3600)
+        if 0 <= index < 24:
+            colour = tone(row["status"])
+            buckets[index][colour] = buckets[index].get(colour, 0) + row["n"]
+    labels = [
+        timezone.localtime(start + timedelta(hours=i)).strftime("%H:00")
+        for i in range(24)
+    ]
+    return dashboard.bar_chart(buckets, labels=labels, title=title)
 
 
 def _failing_packages(now: datetime) -> list[dashboard.Attention]:
@@ -227,22 +294,105 @@ def packages_panel(request, now) -> dashboard.PanelData:
         .values("hour", "status")
         .annotate(n=DbCount("id"))
     )
-    start = (now - timedelta(hours=23)).replace(minute=0, second=0, microsecond=0)
-    buckets: list[dict[str, int]] = [{} for _ in range(24)]
-    for row in per_hour:
-        index = int((row["hour"] - start).total_seconds() // 3600)
-        if 0 <= index < 24:
-            tone = status_tone(row["status"])
-            buckets[index][tone] = buckets[index].get(tone, 0) + row["n"]
-    labels = [
-        timezone.localtime(start + timedelta(hours=i)).strftime("%H:00")
-        for i in range(24)
-    ]
-    data.chart = dashboard.bar_chart(
-        buckets, labels=labels, title="Package runs per hour, last 24 h"
+    data.chart = hourly_chart(
+        per_hour, now=now, tone=status_tone, title="Package runs per hour, last 24 h"
     )
     data.links = [
         (reverse("admin:packages_app_package_changelist"), "Packages"),
         (changelist, "All runs"),
     ]
+    return data
+
+
+def _running_pipelines(runs: Iterable[PipelineRun]) -> list[dashboard.Attention]:
+    items = []
+    for run in runs:
+        elapsed = run.elapsed or 0.0
+        limit = run.timeout or settings.PIPELINE_TIMEOUT
+        # Steps run in order: the one running is the one after those that ended.
+        step = min(run.steps_ended + 1, run.steps_total)
+        where = f"step {step} of {run.steps_total}" if step else "no steps"
+        stopping = ", stopping" if run.cancel_requested_at else ""
+        items.append(
+            dashboard.Attention(
+                f"{run.name} running {where}, {format_duration(elapsed)}{stopping}",
+                url=pipeline_url(run.pk),
+                tone="warn" if elapsed > 0.8 * limit else "info",
+                when=run.started_at,
+            )
+        )
+    return items
+
+
+def _failed_pipelines(
+    runs: Iterable[PipelineRun], now: datetime
+) -> list[dashboard.Attention]:
+    items = []
+    for run in runs:
+        when = run.finished_at or run.created_at
+        reason = run.error.strip().splitlines()[0][:120] if run.error.strip() else ""
+        items.append(
+            dashboard.Attention(
+                f"{run.name} failed {timesince(when, now)} ago"
+                + (f": {reason}" if reason else ""),
+                url=pipeline_url(run.pk),
+                tone="bad",
+                when=when,
+            )
+        )
+    return items
+
+
+@dashboard.register(
+    "pipelines",
+    title="Pipelines",
+    permission="packages_app.view_pipelinerun",
+    order=20,
+)
+def pipelines_panel(request, now) -> dashboard.PanelData:
+    """Runs created in the last 24 h by status, the failed ones, what runs now.
+
+    Four queries, however many runs: counts, failures, running runs (with their
+    step counts annotated) and the hourly chart."""
+    recent = PipelineRun.objects.filter(created_at__gte=now - timedelta(hours=24))
+    by_status = dict(recent.order_by().values_list("status").annotate(n=DbCount("id")))
+    failed = list(
+        recent.filter(status=PipelineStatus.FAILED)
+        .only("id", "name", "error", "created_at", "finished_at")
+        .order_by("-created_at", "-id")[:5]
+    )
+    running = list(
+        PipelineRun.objects.filter(status=PipelineStatus.IN_PROGRESS)
+        .annotate(
+            steps_total=DbCount("steps"),
+            steps_ended=DbCount("steps", filter=Q(steps__status__in=PIPELINE_TERMINAL)),
+        )
+        .only(
+            "id", "name", "timeout", "started_at", "finished_at", "cancel_requested_at"
+        )
+        .order_by("started_at", "id")[:8]
+    )
+    changelist = reverse("admin:packages_app_pipelinerun_changelist")
+    data = dashboard.PanelData(empty_text="No failed pipelines, nothing running.")
+    for status in PIPELINE_PANEL_STATUSES:
+        n = by_status.get(status, 0)
+        data.counts.append(
+            dashboard.Count(
+                f"{PipelineStatus(status).label} 24 h",
+                n,
+                pipeline_tone(status) if n else "muted",
+                f"{changelist}?status__exact={status}",
+            )
+        )
+    data.attention = _failed_pipelines(failed, now) + _running_pipelines(running)
+    per_hour = (
+        recent.annotate(hour=TruncHour("created_at"))
+        .order_by()
+        .values("hour", "status")
+        .annotate(n=DbCount("id"))
+    )
+    data.chart = hourly_chart(
+        per_hour, now=now, tone=pipeline_tone, title="Pipeline runs per hour, last 24 h"
+    )
+    data.links = [(changelist, "All pipeline runs")]
     return data
