@@ -106,6 +106,7 @@ class PackageForm(forms.ModelForm):
 
     command = forms.CharField(
         label="Command line",
+        required=False,
         widget=forms.TextInput(attrs={**MONOSPACE, "size": 90}),
         help_text="Split like a shell would (quotes group words), but never run "
         "by a shell. Relative paths resolve against the directory; {python} is "
@@ -144,6 +145,8 @@ class PackageForm(forms.ModelForm):
             "enabled",
             "directory",
             "command",
+            "git_url",
+            "git_ref",
             "requirements_file",
             "timeout",
             "parameters",
@@ -162,6 +165,7 @@ class PackageForm(forms.ModelForm):
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "directory": forms.TextInput(attrs={**MONOSPACE, "size": 90}),
+            "git_url": forms.TextInput(attrs={**MONOSPACE, "size": 90}),
         }
 
     def __init__(self, *args, **kwargs) -> None:
@@ -183,9 +187,7 @@ class PackageForm(forms.ModelForm):
             raise ValidationError(
                 f"Not a valid command line: {exc}.", code="invalid"
             ) from exc
-        if not argv:
-            raise ValidationError("Give the command to run.", code="required")
-        return argv
+        return argv  # empty for a package with a git source (Package.clean checks)
 
     def clean_parameters(self) -> dict:
         return parse_json_object(self.cleaned_data["parameters"])
@@ -287,9 +289,13 @@ class PackageAdmin(admin.ModelAdmin):
         (
             "Command",
             {
+                "description": "Either a command run in the directory, or a git "
+                "source whose fxq-pipeline.yml runs as a pipeline.",
                 "fields": [
                     "directory",
                     "command",
+                    "git_url",
+                    "git_ref",
                     "requirements_file",
                     "timeout",
                     "parameters",
@@ -297,7 +303,7 @@ class PackageAdmin(admin.ModelAdmin):
                     "environment",
                     "secret_env",
                     "max_log_bytes",
-                ]
+                ],
             },
         ),
         (

@@ -126,11 +126,40 @@ def test_it_saves_text_values_as_lists_and_objects(admin_client, db):
     assert package.recipients == ["ops@example.com", "team@example.com"]
 
 
+def test_it_saves_a_package_with_a_git_source(admin_client, settings):
+    settings.PIPELINE_GIT_SCHEMES = ["https"]
+    form = {
+        **FORM,
+        "command": "",
+        "directory": "",
+        "git_url": "https://example.com/o/r.git",
+    }
+    response = admin_client.post("/admin/packages_app/package/add/", form)
+
+    assert response.status_code == 302
+    package = Package.objects.get(slug="churn")
+    assert package.is_pipeline and package.command == []
+    page = admin_client.get(f"/admin/packages_app/package/{package.pk}/change/")
+    assert "https://example.com/o/r.git" in page.content.decode()
+
+
+def test_it_refuses_a_git_source_with_credentials(admin_client, settings):
+    settings.PIPELINE_GIT_SCHEMES = ["https"]
+    form = {**FORM, "command": "", "git_url": "https://u:tok@example.com/o/r.git"}
+    response = admin_client.post("/admin/packages_app/package/add/", form)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "Remove the credentials" in " ".join(errors["git_url"])
+    assert not Package.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("command", "python 'unbalanced", "Not a valid command line: No closing"),
-        ("command", "   ", "This field is required."),
+        ("command", "   ", "Give a command or a git source."),
+        ("git_url", "https://example.com/o/r.git", "either a command or a git source"),
         ("parameters", '{"days": ', "Not valid JSON"),
         ("parameters", "[1, 2]", "Must be a JSON object"),
         # the database's JSON columns refuse these: a form error, not a 500
