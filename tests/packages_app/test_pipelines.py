@@ -501,3 +501,19 @@ def test_an_executor_failure_fails_that_step_and_the_run(repo):
     ok, broken, later = run.steps.all()
     assert ok.status == S.SUCCESSFUL and later.status == S.ABORTED
     assert broken.status == S.FAILED and "container vanished" in broken.error
+
+
+def test_a_worker_without_the_clone_clones_the_same_commit_again(repo):
+    """The request cloned on one host; the worker runs on another (no workspace)."""
+    import shutil
+
+    url = repo(
+        pipeline_file({"name": "a", "script": ["cat fxq-pipeline.yml >/dev/null"]})
+    )
+    run = services.pipeline_prepare(url=url)
+    shutil.rmtree(run.workspace)
+    pipelines.execute(run, executor=containers.LocalExecutor())
+    run.refresh_from_db()
+    assert run.status == S.SUCCESSFUL, run.error
+    assert "cloning again" in run.log
+    assert not Path(run.workspace).exists()
