@@ -41,7 +41,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fixtures.gitdaemon import (  # noqa: E402 - needs ROOT on the path
+    GIT_ENV,
+    make_repo,
+    start_git_daemon,
+)
+
 DEFAULT_DOCKER_HOST = "unix:///run/portal-podman/podman.sock"
 IMAGE = "localhost/busybox"
 GOAL = 1.3
@@ -68,15 +75,6 @@ PIPELINE_YML = "pipelines:\n  steps:\n" + "".join(
     + "".join(f"          - {line}\n" for line in script)
     for name, script in STEPS
 )
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-    "GIT_COMMITTER_NAME": "Bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_TERMINAL_PROMPT": "0",
-}
 # Every process this script starts itself, and every run id whose containers it
 # (or the portal, for it) made: stopped and removed on the way out.
 STARTED: list[subprocess.Popen] = []
@@ -107,7 +105,6 @@ def portal_env(var_dir: str) -> None:
 
 
 def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -119,27 +116,6 @@ def med(values: list[float]) -> float:
 
 def fmt(values: list[float], spec: str = ".3f") -> str:
     return ", ".join(format(v, spec) for v in values)
-
-
-def start(argv: list[str], **kwargs) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, **kwargs)
-    STARTED.append(proc)
-    return proc
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)}: {result.stderr}")
-    return result.stdout.strip()
 
 
 # --- Engine, repository, git daemon ------------------------------------------------
@@ -180,56 +156,23 @@ def docker_host() -> str:
     return host
 
 
-def make_repo(path: Path) -> str:
-    path.mkdir(parents=True)
-    git(path, "init", "--quiet", "--initial-branch=main")
-    (path / "fxq-pipeline.yml").write_text(PIPELINE_YML)
-    (path / "README").write_text("A three-step pipeline for bench/pipelines.py.\n")
-    git(path, "add", "--all")
-    git(path, "commit", "--quiet", "-m", "three steps")
-    return git(path, "rev-parse", "HEAD")
+def step_container(client, dest: Path, run_id: str, step_no: int):
+    """A step's container made as DockerExecutor.start makes it (not started)."""
+    from packages_app.containers import WORKDIR
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_git_daemon(base: Path, log_path: Path) -> int:
-    """A ``git daemon`` exporting every repository under base; its port."""
-    port = free_port()
-    with log_path.open("wb") as log:
-        proc = start(
-            [
-                "git",
-                "daemon",
-                f"--base-path={base}",
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-                f"--port={port}",
-                "--informative-errors",
-                str(base),
-            ],
-            env={**os.environ, **GIT_ENV},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-    deadline = time.monotonic() + 10
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(
-                f"git daemon exited with {proc.returncode}: {log_path.read_text()}"
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return port
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit("git daemon did not accept within 10 s") from None
-            time.sleep(0.05)
+    return client.containers.create(
+        IMAGE,
+        entrypoint=["/bin/sh", "-c", "while :; do sleep 3600; done"],
+        command=[],
+        init=True,
+        detach=True,
+        network_mode="none",
+        working_dir=WORKDIR,
+        environment={"PIPELINE_WORKSPACE": WORKDIR},
+        volumes={str(dest): {"bind": WORKDIR, "mode": "rw"}},
+        labels={"portal.pipeline.run": run_id},
+        name=f"fxq-{run_id}-{step_no}",
+    )
 
 
 # --- The two paths -----------------------------------------------------------------
@@ -253,19 +196,7 @@ def direct(client, url: str, tmp: Path) -> tuple[float, float]:
     cloned = time.perf_counter()
     try:
         for step_no, (_, script) in enumerate(STEPS, start=1):
-            container = client.containers.create(
-                IMAGE,
-                entrypoint=["/bin/sh", "-c", "while :; do sleep 3600; done"],
-                command=[],
-                init=True,
-                detach=True,
-                network_mode="none",
-                working_dir=WORKDIR,
-                environment={"PIPELINE_WORKSPACE": WORKDIR},
-                volumes={str(dest): {"bind": WORKDIR, "mode": "rw"}},
-                labels={"portal.pipeline.run": run_id},
-                name=f"fxq-{run_id}-{step_no}",
-            )
+            container = step_container(client, dest, run_id, step_no)
             try:
                 container.start()
                 texts = []
@@ -482,19 +413,7 @@ def bench_direct_phases(client, url: str, tmp: Path, runs: int) -> None:
         try:
             for step_no, (_, script) in enumerate(STEPS, start=1):
                 with t.timed("start"):
-                    container = client.containers.create(
-                        IMAGE,
-                        entrypoint=["/bin/sh", "-c", "while :; do sleep 3600; done"],
-                        command=[],
-                        init=True,
-                        detach=True,
-                        network_mode="none",
-                        working_dir=WORKDIR,
-                        environment={"PIPELINE_WORKSPACE": WORKDIR},
-                        volumes={str(dest): {"bind": WORKDIR, "mode": "rw"}},
-                        labels={"portal.pipeline.run": run_id},
-                        name=f"fxq-{run_id}-{step_no}",
-                    )
+                    container = step_container(client, dest, run_id, step_no)
                     container.start()
                 for line in script:
                     with t.timed("exec"):
@@ -650,8 +569,15 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         client = docker.DockerClient(base_url=host, timeout=60)
         served = Path(tmp) / "served"
-        commit = make_repo(served / "three-steps")
-        port = start_git_daemon(served, Path(tmp) / "git-daemon.log")
+        commit = make_repo(
+            served / "three-steps",
+            {
+                "fxq-pipeline.yml": PIPELINE_YML,
+                "README": "A three-step pipeline for bench/pipelines.py.\n",
+            },
+        )
+        daemon, port = start_git_daemon(served, Path(tmp) / "git-daemon.log")
+        STARTED.append(daemon)
         url = f"git://127.0.0.1:{port}/three-steps"
         version = client.version()
         engine = (version.get("Platform") or {}).get("Name") or "engine"

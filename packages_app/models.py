@@ -108,6 +108,25 @@ def validate_recipients(value: object) -> None:
             raise ValidationError(f"{address!r} is not an email address.") from exc
 
 
+def _finish_values(obj, status: str, now: datetime, fields: dict) -> dict:
+    """A terminal status, its time, and the duration when the run had started."""
+    values = {"status": status, "finished_at": now, **fields}
+    if obj.started_at is not None:
+        values["duration"] = max(0.0, (now - obj.started_at).total_seconds())
+    return values
+
+
+def _transition(obj, allowed: dict, values: dict) -> bool:
+    """One conditional UPDATE of ``obj``'s row (where ``allowed`` still holds), and
+    the values applied to ``obj`` when it won: runners, cancels and reconcilers
+    race for a run, and only the first one moves it."""
+    done = type(obj).objects.filter(pk=obj.pk, **allowed).update(**values) == 1
+    if done:
+        for name, value in values.items():
+            setattr(obj, name, value)
+    return done
+
+
 class PackageQuerySet(models.QuerySet):
     def with_last_run(self, *, finished: bool = False) -> PackageQuerySet:
         """Each package with its latest run's id, status, duration and end, in one
@@ -426,38 +445,24 @@ class PackageRun(models.Model):
         """
         if status not in self.TERMINAL:
             raise ValueError(f"{status!r} is not a terminal status")
-        now = now or timezone.now()
-        values = {"status": status, "finished_at": now, **fields}
-        if self.started_at is not None:
-            values["duration"] = max(0.0, (now - self.started_at).total_seconds())
-        done = (
-            PackageRun.objects.filter(pk=self.pk, status__in=self.ACTIVE).update(
-                **values
-            )
-            == 1
-        )
-        if done:
-            for name, value in values.items():
-                setattr(self, name, value)
-        return done
+        values = _finish_values(self, status, now or timezone.now(), fields)
+        return _transition(self, {"status__in": self.ACTIVE}, values)
 
     finish.alters_data = True
 
     def cancel_if_queued(self) -> bool:
         """QUEUED → CANCELLED in one conditional update; False if it already started."""
         now = timezone.now()
-        done = (
-            PackageRun.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-                status=self.Status.CANCELLED,
-                finished_at=now,
-                cancel_requested_at=now,
-                error="Cancelled before it started.",
-            )
-            == 1
+        return _transition(
+            self,
+            {"status": self.Status.QUEUED},
+            {
+                "status": self.Status.CANCELLED,
+                "finished_at": now,
+                "cancel_requested_at": now,
+                "error": "Cancelled before it started.",
+            },
         )
-        if done:
-            self.status, self.finished_at = self.Status.CANCELLED, now
-        return done
 
     cancel_if_queued.alters_data = True
 
@@ -525,13 +530,6 @@ PIPELINE_TERMINAL = (
     PipelineStatus.ABORTED,
     PipelineStatus.STOPPED,
 )
-
-
-def _finish_values(obj, status: str, now: datetime, fields: dict) -> dict:
-    values = {"status": status, "finished_at": now, **fields}
-    if obj.started_at is not None:
-        values["duration"] = max(0.0, (now - obj.started_at).total_seconds())
-    return values
 
 
 class PipelineRunQuerySet(models.QuerySet):
@@ -620,26 +618,17 @@ class PipelineRun(models.Model):
 
     def begin(self, *, executor: str, host: str, now: datetime) -> bool:
         """PENDING → IN_PROGRESS once; False when it was cancelled or taken."""
-        done = (
-            PipelineRun.objects.filter(
-                pk=self.pk, status=PipelineStatus.PENDING
-            ).update(
-                status=PipelineStatus.IN_PROGRESS,
-                started_at=now,
-                heartbeat_at=now,
-                executor=executor,
-                host=host,
-            )
-            == 1
+        return _transition(
+            self,
+            {"status": PipelineStatus.PENDING},
+            {
+                "status": PipelineStatus.IN_PROGRESS,
+                "started_at": now,
+                "heartbeat_at": now,
+                "executor": executor,
+                "host": host,
+            },
         )
-        if done:
-            self.status, self.started_at, self.heartbeat_at = (
-                PipelineStatus.IN_PROGRESS,
-                now,
-                now,
-            )
-            self.executor, self.host = executor, host
-        return done
 
     begin.alters_data = True
 
@@ -648,39 +637,29 @@ class PipelineRun(models.Model):
         if status not in PIPELINE_TERMINAL:
             raise ValueError(f"{status!r} is not a terminal status")
         values = _finish_values(self, status, now or timezone.now(), fields)
-        done = (
-            PipelineRun.objects.filter(pk=self.pk, status__in=PIPELINE_ACTIVE).update(
-                **values
-            )
-            == 1
-        )
-        if done:
-            for name, value in values.items():
-                setattr(self, name, value)
-        return done
+        return _transition(self, {"status__in": PIPELINE_ACTIVE}, values)
 
     finish.alters_data = True
 
     def request_cancel(self) -> bool:
         """A pending run stops at once; a running one within about a second."""
         now = timezone.now()
-        if PipelineRun.objects.filter(pk=self.pk, status=PipelineStatus.PENDING).update(
-            status=PipelineStatus.STOPPED,
-            finished_at=now,
-            cancel_requested_at=now,
-            error="Cancelled before it started.",
-        ):
-            self.status, self.finished_at = PipelineStatus.STOPPED, now
+        stopped = {
+            "status": PipelineStatus.STOPPED,
+            "finished_at": now,
+            "cancel_requested_at": now,
+            "error": "Cancelled before it started.",
+        }
+        if _transition(self, {"status": PipelineStatus.PENDING}, stopped):
             self.steps.filter(status=PipelineStatus.PENDING).update(
                 status=PipelineStatus.ABORTED
             )
             return True
-        done = PipelineRun.objects.filter(
-            pk=self.pk, status=PipelineStatus.IN_PROGRESS, cancel_requested_at=None
-        ).update(cancel_requested_at=now)
-        if done:
-            self.cancel_requested_at = now
-        return bool(done)
+        return _transition(
+            self,
+            {"status": PipelineStatus.IN_PROGRESS, "cancel_requested_at": None},
+            {"cancel_requested_at": now},
+        )
 
     request_cancel.alters_data = True
 

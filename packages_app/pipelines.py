@@ -194,7 +194,7 @@ class Watch:
 def ensure_workspace(run: PipelineRun) -> Path:
     """The clone made at request time; cloned again (same commit) when this host
     does not have it (a worker on another machine)."""
-    path = Path(run.workspace) if run.workspace else workspaces_dir() / str(run.uuid)
+    path = workspace_path(run)
     if (path / ".git").is_dir():
         return path
     shutil.rmtree(path, ignore_errors=True)
