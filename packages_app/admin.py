@@ -650,7 +650,7 @@ class PackageRunAdmin(RunRecordAdmin):
 
     class Media:
         css = {"all": ["packages_app/admin.css"]}
-        js = ["packages_app/run.js"]
+        js = ["packages_app/live.js", "packages_app/run.js"]
 
     def get_queryset(self, request):
         # The log columns hold up to 128 KB a row; only the run page reads them.
@@ -935,7 +935,7 @@ class PipelineRunAdmin(RunRecordAdmin):
 
     class Media:
         css = {"all": ["packages_app/admin.css", "packages_app/pipeline.css"]}
-        js = ["packages_app/pipeline.js"]
+        js = ["packages_app/live.js", "packages_app/pipeline.js"]
 
     def get_queryset(self, request):
         # The portal's log can be long; only the run page reads it.

@@ -167,3 +167,84 @@ def test_an_expired_session_keeps_the_panels(
     # the login page was not pasted into the dashboard
     assert not browser.find_elements(By.CSS_SELECTOR, "#portal-dashboard #login-form")
     assert browser.find_elements(By.CSS_SELECTOR, "#portal-dashboard #panel-health")
+
+
+def test_a_pipeline_run_page_shows_new_output_live(
+    browser, live_server, transactional_db, django_user_model
+):
+    """live.js + pipeline.js: the page fetches only the new chunks and appends them."""
+    from django.utils import timezone
+
+    from packages_app.models import (
+        PipelineCommand,
+        PipelineOutput,
+        PipelineRun,
+        PipelineStep,
+    )
+
+    django_user_model.objects.create_superuser(
+        username="alice", email="alice@example.com", password="pw-alice-browser"
+    )
+    run = PipelineRun.objects.create(
+        name="quants-live",
+        url="git://127.0.0.1/quants/live.git",
+        trigger="api",
+        status="IN_PROGRESS",
+        started_at=timezone.now(),
+    )
+    step = PipelineStep.objects.create(
+        run=run, step_no=1, name="work", image="busybox:latest", status="IN_PROGRESS"
+    )
+    command = PipelineCommand.objects.create(step=step, cmd_no=1, instruction="work")
+    PipelineOutput.objects.create(command=command, seq=0, text="first line\n")
+    wait = WebDriverWait(browser, WAIT_SECONDS)
+    _log_in(browser, live_server, "alice", "pw-alice-browser")
+    wait.until(EC.url_to_be(f"{live_server.url}/admin/"))
+    browser.get(f"{live_server.url}/admin/packages_app/pipelinerun/{run.pk}/change/")
+    output = f'[data-cmd-id="{command.uuid}"] .pipe-cmd-output'
+    wait.until(lambda d: "first line" in _text(d.find_element(By.CSS_SELECTOR, output)))
+    PipelineOutput.objects.create(command=command, seq=1, text="second line\n")
+    wait.until(
+        lambda d: "second line" in _text(d.find_element(By.CSS_SELECTOR, output))
+    )
+    assert _text(browser.find_element(By.CSS_SELECTOR, output)).count("first line") == 1
+    assert browser.find_element(By.ID, "pipe-live-note").text.startswith("Refreshes")
+    errors = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]
+    ]
+    assert errors == []
+
+
+def test_a_package_run_page_follows_the_log_live(
+    browser, live_server, transactional_db, django_user_model, tmp_path
+):
+    """live.js + run.js: the tail of the log is refreshed in place."""
+    from django.utils import timezone
+
+    from packages_app.models import Package, PackageRun
+
+    django_user_model.objects.create_superuser(
+        username="alice", email="alice@example.com", password="pw-alice-browser"
+    )
+    package = Package.objects.create(
+        slug="live", directory=str(tmp_path), command=["true"], timeout=600
+    )
+    run = PackageRun.objects.create(
+        package=package,
+        trigger="cli",
+        timeout=600,
+        status="running",
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        log_tail="step 1\n",
+    )
+    wait = WebDriverWait(browser, WAIT_SECONDS)
+    _log_in(browser, live_server, "alice", "pw-alice-browser")
+    wait.until(EC.url_to_be(f"{live_server.url}/admin/"))
+    browser.get(f"{live_server.url}/admin/packages_app/packagerun/{run.pk}/change/")
+    wait.until(lambda d: "step 1" in _text(d.find_element(By.ID, "pkg-log")))
+    PackageRun.objects.filter(pk=run.pk).update(log_tail="step 1\nstep 2\n")
+    wait.until(lambda d: "step 2" in _text(d.find_element(By.ID, "pkg-log")))
+    assert browser.find_element(By.ID, "pkg-live-note").text.startswith("Refreshes")

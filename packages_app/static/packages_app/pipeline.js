@@ -64,32 +64,13 @@ document.addEventListener("DOMContentLoaded", function () {
     box.setAttribute("data-refreshed", String(Date.now()));
   }
 
-  function poll() {
-    if (document.hidden) { setTimeout(poll, ms); return; }
-    fetch(url + "?after=" + encodeURIComponent(after),
-      {credentials: "same-origin", headers: {"Accept": "application/json", "X-Requested-With": "fetch"}})
-      .then(function (r) {
-        // A logged-out request lands on the login page: stop, and say so.
-        if (r.redirected) { throw new Error("session expired, reload the page"); }
-        if (!r.ok) { throw new Error("HTTP " + r.status); }
-        return r.json();
-      })
-      .then(function (d) {
-        show(d);
-        box.setAttribute("data-active", d.active ? "true" : "false");
-        if (d.active) {
-          note.textContent = "Refreshes every second · updated " + new Date().toLocaleTimeString();
-          setTimeout(poll, ms);
-        } else {
-          note.textContent = "The run has ended; reloading…";
-          window.location.reload();
-        }
-      })
-      .catch(function (err) {
-        note.textContent = "Refresh failed (" + err.message + ")";
-        if (err.message.indexOf("session expired") === -1) { setTimeout(poll, ms * 5); }
-      });
-  }
-
-  setTimeout(poll, ms);
+  window.portalLivePoll({
+    box: box,
+    note: note,
+    url: function () { return url + "?after=" + encodeURIComponent(after); },
+    ms: ms,
+    retryMs: ms * 5,
+    every: "Refreshes every second",
+    show: show,
+  });
 });

@@ -41,33 +41,12 @@ document.addEventListener("DOMContentLoaded", function () {
     box.setAttribute("data-refreshed", String(Date.now()));
   }
 
-  function poll() {
-    if (document.hidden) { setTimeout(poll, seconds * 1000); return; }
-    fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json", "X-Requested-With": "fetch"}})
-      .then(function (r) {
-        // A logged-out request lands on the login page: stop, and say so.
-        if (r.redirected) { throw new Error("session expired, reload the page"); }
-        if (!r.ok) { throw new Error("HTTP " + r.status); }
-        return r.json();
-      })
-      .then(function (d) {
-        show(d);
-        box.setAttribute("data-active", d.active ? "true" : "false");
-        if (d.active) {
-          note.textContent = "Refreshes every " + seconds + " s · updated " + new Date().toLocaleTimeString();
-          setTimeout(poll, seconds * 1000);
-        } else {
-          // The run ended: reload once for its exit code, resources and error.
-          note.textContent = "The run has ended; reloading…";
-          window.location.reload();
-        }
-      })
-      .catch(function (err) {
-        note.textContent = "Refresh failed (" + err.message + ")";
-        if (err.message.indexOf("session expired") === -1) { setTimeout(poll, seconds * 1000); }
-      });
-  }
-
-  window.portalRunRefresh = poll;
-  setTimeout(poll, seconds * 1000);
+  window.portalRunRefresh = window.portalLivePoll({
+    box: box,
+    note: note,
+    url: function () { return url; },
+    ms: seconds * 1000,
+    every: "Refreshes every " + seconds + " s",
+    show: show,
+  });
 });
