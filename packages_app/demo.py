@@ -186,5 +186,5 @@ def seed_pipelines(stdout) -> None:
         stdout.write(f"  pipeline run {run.name} {run.uuid}: {run.status}\n")
     stdout.write(
         f"  try: curl -X POST -H 'Content-Type: application/json' "
-        f'-d \'{{"url": "{repo}"}}\' http://127.0.0.1:8000/api/request\n'
+        f'-d \'{{"url": "{repo}"}}\' {settings.SITE_URL}/api/request\n'
     )

@@ -11,6 +11,8 @@ ADDR="${1:-127.0.0.1:8000}"
 # repository, and POST /api/request is open like the original runner's.
 export PIPELINE_GIT_SCHEMES="${PIPELINE_GIT_SCHEMES:-https,ssh,git,file}"
 export PIPELINE_OPEN_REQUEST="${PIPELINE_OPEN_REQUEST:-1}"
+# Links in emails and the demo's hints point at where this server listens.
+export SITE_URL="${SITE_URL:-http://$ADDR}"
 ensure_venv requirements.txt
 step "migrate";          "$PY" manage.py migrate --noinput
 step "setup_schedules";  "$PY" manage.py setup_schedules
