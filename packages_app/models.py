@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shlex
@@ -18,6 +17,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from portal.lib.cron import validate_cron, validate_timezone
+from portal.lib.jsonvalues import validate_json_object
 
 DEFAULT_MAX_LOG_BYTES = 50 * 1024 * 1024
 
@@ -27,28 +27,6 @@ def validate_argv(value: object) -> None:
         raise ValidationError("The command must be a non-empty list of arguments.")
     if not all(isinstance(arg, str) for arg in value):
         raise ValidationError("Every argument of the command must be a string.")
-
-
-def _json_problem(value: object) -> str:
-    """What a database's JSON column would refuse: NUL characters, NaN, Infinity."""
-    if isinstance(value, str):
-        return "NUL characters (\\u0000) are not allowed." if "\x00" in value else ""
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value} is not a JSON number."
-    if isinstance(value, dict):
-        items = [*value.keys(), *value.values()]
-    elif isinstance(value, list):
-        items = value
-    else:
-        return ""
-    return next((p for p in map(_json_problem, items) if p), "")
-
-
-def validate_json_object(value: object) -> None:
-    if not isinstance(value, dict):
-        raise ValidationError('Must be a JSON object, e.g. {"key": "value"}.')
-    if problem := _json_problem(value):
-        raise ValidationError(problem)
 
 
 def max_run_timeout() -> int | None:

@@ -265,6 +265,30 @@ PIPELINE_CALLBACK_RETRIES = env.int(
     "PIPELINE_CALLBACK_RETRIES", 2, min_value=0, max_value=10
 )
 
+# --- Fleet (SLAMon agent fleet manager) -----------------------------------------
+# Seconds an agent waits before its next poll (sent to it as return_time).
+AGENT_RETURN_TIME = env.int("FLEET_AGENT_RETURN_TIME", 60, min_value=1)
+# Seconds without a poll before an agent is lost (its claimed tasks are requeued
+# while attempts remain, else failed) and before it is dropped (hidden, kept).
+AGENT_ACTIVE_THRESHOLD = env.int("FLEET_AGENT_ACTIVE_THRESHOLD", 300, min_value=1)
+AGENT_DROP_THRESHOLD = env.int("FLEET_AGENT_DROP_THRESHOLD", 3600, min_value=1)
+if AGENT_DROP_THRESHOLD < AGENT_ACTIVE_THRESHOLD:
+    env.error(
+        "FLEET_AGENT_DROP_THRESHOLD",
+        "must not be below FLEET_AGENT_ACTIVE_THRESHOLD",
+    )
+# Also run the cleanup (cheaply, at most every few seconds) on agent polls.
+AUTO_CLEANUP = env.bool("FLEET_AUTO_CLEANUP", True)
+# Refuse polls and results without a valid agent token (off: the original had none).
+FLEET_REQUIRE_TOKEN = env.bool("FLEET_REQUIRE_TOKEN", False)
+# POST/GET /fleet/task without an API key (the original had no auth; on in the demo).
+FLEET_OPEN_BPMS = env.bool("FLEET_OPEN_BPMS", False)
+# Defaults of new tasks: claims allowed (a lost agent's task is handed out again
+# while attempts remain), execution timeout and TTL in seconds (0: none).
+FLEET_TASK_MAX_ATTEMPTS = env.int("FLEET_TASK_MAX_ATTEMPTS", 2, min_value=1)
+FLEET_TASK_TIMEOUT = env.int("FLEET_TASK_TIMEOUT", 3600, min_value=0)
+FLEET_TASK_TTL = env.int("FLEET_TASK_TTL", 0, min_value=0)
+
 # --- Email ------------------------------------------------------------------
 EMAIL_HOST = env.str("EMAIL_HOST")
 EMAIL_PORT = env.int("EMAIL_PORT", 587, min_value=1, max_value=65535)

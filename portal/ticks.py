@@ -47,6 +47,13 @@ TICKS: list[Tick] = [
         cron="* * * * *",
         description="Mark runs whose heartbeat stopped as lost and kill what is left.",
     ),
+    Tick(
+        name="fleet.cleanup",
+        func="fleet.tasks.cleanup",
+        cron="* * * * *",
+        description="Mark silent agents lost or dropped (requeueing or failing their "
+        "tasks), expire tasks past their TTL, time out overdue claimed tasks.",
+    ),
 ]
 
 

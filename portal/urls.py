@@ -9,6 +9,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from fleet.urls import protocol_urlpatterns as fleet_protocol
 from packages_app.urls import compat_urlpatterns as pipeline_compat
 from portal import views
 
@@ -19,6 +20,7 @@ api_v1 = [
     path("whoami/", views.WhoAmIView.as_view(), name="whoami"),
     path("", include(router.urls)),
     path("", include("packages_app.urls")),
+    path("fleet/", include("fleet.urls")),
 ]
 
 handler404 = "portal.views.page_not_found"
@@ -30,6 +32,8 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "portal-api"))),
     # The FX Quants runner's POST /api/request (and its run's status and cancel).
     path("api/", include((pipeline_compat, "pipelines"))),
+    # The SLAMon Agent Fleet Manager's protocol; agents use http://host/fleet.
+    path("fleet/", include((fleet_protocol, "fleet"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/",

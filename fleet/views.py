@@ -1,0 +1,204 @@
+"""The SLAMon protocol endpoints under ``/fleet/``, for agents and BPMS scripts.
+
+Plain Django views (the poll is the hottest path, and the protocol is not REST):
+CSRF-exempt, every path with and without its trailing slash, never a redirect, a
+JSON error naming the field for anything wrong, never a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import AuthenticationFailed
+
+from fleet import protocol, services
+from fleet.authentication import AgentAuthError, authenticate_agent
+from fleet.models import Task
+from fleet.protocol import ProtocolError
+from portal.api import ApiKeyAuthentication
+
+logger = logging.getLogger(__name__)
+
+
+def _error(message: str, status: int = 400, field: str = "", **extra) -> JsonResponse:
+    body = {"error": message}
+    if field:
+        body["field"] = field
+    body.update(extra)
+    return JsonResponse(body, status=status)
+
+
+def _method_not_allowed(request: HttpRequest, allowed: list[str]) -> JsonResponse:
+    response = _error(
+        f"Method {request.method} is not allowed here; use {' or '.join(allowed)}.",
+        status=405,
+    )
+    response["Allow"] = ", ".join(allowed)
+    return response
+
+
+def _remote(request: HttpRequest) -> str:
+    return request.META.get("REMOTE_ADDR", "")
+
+
+def _agent_or_error(request: HttpRequest, token: str | None):
+    try:
+        return authenticate_agent(request, token), None
+    except AgentAuthError as exc:
+        logger.warning(
+            "fleet: refused agent credentials from %s on %s: %s",
+            _remote(request),
+            request.path_info.split("/a/")[0] if token else request.path_info,
+            exc,
+        )
+        return None, _error(str(exc), status=401)
+
+
+@csrf_exempt
+def poll(request: HttpRequest, token: str | None = None) -> JsonResponse:
+    """``POST /fleet/tasks``: an agent's poll; claims tasks for it."""
+    if request.method != "POST":
+        return _method_not_allowed(request, ["POST"])
+    agent, refused = _agent_or_error(request, token)
+    if refused:
+        return refused
+    try:
+        parsed = protocol.parse_poll(
+            protocol.load_json(request.body, request.content_type or "")
+        )
+        tasks = services.agent_poll(
+            poll=parsed, agent=agent, remote_addr=_remote(request)
+        )
+    except ProtocolError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
+    except services.AgentRefused as exc:
+        logger.warning("fleet: poll refused from %s: %s", _remote(request), exc)
+        return _error(exc.message, status=exc.status)
+    return JsonResponse(
+        {
+            "tasks": [protocol.task_json(task) for task in tasks],
+            "return_time": protocol.return_time(
+                timezone.now(), settings.AGENT_RETURN_TIME
+            ),
+        }
+    )
+
+
+@csrf_exempt
+def task_response(request: HttpRequest, token: str | None = None) -> JsonResponse:
+    """``POST /fleet/tasks/response``: the result or error of one task."""
+    if request.method != "POST":
+        return _method_not_allowed(request, ["POST"])
+    agent, refused = _agent_or_error(request, token)
+    if refused:
+        return refused
+    try:
+        result = protocol.parse_result(
+            protocol.load_json(request.body, request.content_type or "")
+        )
+        outcome = services.task_result(result=result, agent=agent)
+    except ProtocolError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
+    except services.AgentRefused as exc:
+        logger.warning("fleet: result refused from %s: %s", _remote(request), exc)
+        return _error(exc.message, status=exc.status, field="task_id")
+    return JsonResponse({"task_id": str(result.task_id), "status": outcome})
+
+
+def _bpms_refusal(request: HttpRequest, *, write: bool) -> JsonResponse | None:
+    """BPMS endpoints need an API key with the fleet scope, unless FLEET_OPEN_BPMS."""
+    if settings.FLEET_OPEN_BPMS:
+        return None
+    try:
+        found = ApiKeyAuthentication().authenticate(request)
+    except AuthenticationFailed as exc:
+        return _error(str(exc.detail), status=401)
+    if found is None:
+        return _error(
+            "An API key with the 'fleet' scope is required (X-Api-Key header).",
+            status=401,
+        )
+    if not found[1].allows("fleet", write=write):
+        access = "write" if write else "read"
+        return _error(f"This API key lacks the 'fleet:{access}' scope.", status=403)
+    return None
+
+
+@csrf_exempt
+def task_create(request: HttpRequest) -> JsonResponse:
+    """``POST /fleet/task``: a BPMS or a script queues a task."""
+    if request.method != "POST":
+        return _method_not_allowed(request, ["POST"])
+    if refused := _bpms_refusal(request, write=True):
+        return refused
+    try:
+        new = protocol.parse_create(
+            protocol.load_json(request.body, request.content_type or "")
+        )
+    except ProtocolError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
+    from django.core.exceptions import ValidationError
+
+    try:
+        task = services.task_create(
+            task_id=new.task_id,
+            test_id=new.test_id,
+            task_type=new.type,
+            version=new.version,
+            data=new.data,
+            created_by="BPMS",
+        )
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        field = {"uuid": "task_id", "type": "task_type", "data": "task_data"}.get(
+            field, field
+        )
+        return _error(" ".join(messages), field=field)
+    return JsonResponse(protocol.task_status_json(task))
+
+
+def _task_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError as exc:
+        raise ProtocolError(
+            f"{raw[:64]!r} is not a valid task id (a UUID).", "task_id"
+        ) from exc
+
+
+@csrf_exempt
+def task_detail(request: HttpRequest, task_id: str) -> JsonResponse:
+    """``GET /fleet/task/<id>``: status and result; ``DELETE`` cancels the task."""
+    if request.method not in ("GET", "HEAD", "DELETE"):
+        return _method_not_allowed(request, ["GET", "DELETE"])
+    if refused := _bpms_refusal(request, write=request.method == "DELETE"):
+        return refused
+    try:
+        task_uuid = _task_id(task_id)
+    except ProtocolError as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
+    task = Task.objects.select_related("agent").filter(uuid=task_uuid).first()
+    if task is None:
+        return _error(f"Unknown task {task_uuid}.", status=404, field="task_id")
+    if request.method == "DELETE" and not task.cancel():
+        task.refresh_from_db()
+        return _error(
+            f"Task {task_uuid} is {task.state}; only pending or claimed tasks can be "
+            "cancelled.",
+            status=409,
+            field="task_id",
+        )
+    return JsonResponse(protocol.task_status_json(task))
+
+
+@csrf_exempt
+def status(request: HttpRequest) -> JsonResponse:
+    """``GET /fleet/status``: active agents and tasks waiting."""
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed(request, ["GET"])
+    return JsonResponse(services.fleet_status())
