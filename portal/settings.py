@@ -378,6 +378,8 @@ SPECTACULAR_SETTINGS = {
         "PackageConcurrencyEnum": "packages_app.models.Package.Concurrency",
         "PipelineStatusEnum": "packages_app.models.PipelineStatus",
         "PipelineRunTriggerEnum": "packages_app.models.PipelineRun.Trigger",
+        "TaskStateEnum": "fleet.models.Task.State",
+        "AgentStateEnum": "fleet.models.Agent.State",
     },
 }
 
@@ -391,10 +393,26 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
+    "filters": {
+        # Agent tokens can travel in URL paths; Django logs paths of 4xx responses.
+        "redact_url_secrets": {"()": "portal.lib.logredact.RedactUrlSecrets"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.request": {
+            "handlers": ["console"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+            "filters": ["redact_url_secrets"],
+        },
+        "django.server": {
+            "handlers": ["console"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+            "filters": ["redact_url_secrets"],
+        },
         "django_q": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }

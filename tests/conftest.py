@@ -10,7 +10,11 @@ from portal import services
 from portal.roles import OPERATORS, VIEWERS
 
 # Servers started once per session (per xdist worker): a git daemon, podman.
-pytest_plugins = ["tests.fixtures.gitdaemon", "tests.fixtures.containers"]
+pytest_plugins = [
+    "tests.fixtures.gitdaemon",
+    "tests.fixtures.containers",
+    "tests.fixtures.slamon",
+]
 
 
 def _staff(django_user_model, username: str, group: str):
