@@ -8,9 +8,11 @@ source scripts/lib.sh
 
 ADDR="${1:-127.0.0.1:8000}"
 # Demo defaults (override in the environment): the demo pipeline is a local git
-# repository, and POST /api/request is open like the original runner's.
+# repository, and POST /api/request and the fleet's BPMS endpoints (POST /fleet/task,
+# GET /fleet/task/<id>) are open like the original runner's and fleet manager's.
 export PIPELINE_GIT_SCHEMES="${PIPELINE_GIT_SCHEMES:-https,ssh,git,file}"
 export PIPELINE_OPEN_REQUEST="${PIPELINE_OPEN_REQUEST:-1}"
+export FLEET_OPEN_BPMS="${FLEET_OPEN_BPMS:-1}"
 # Links in emails and the demo's hints point at where this server listens.
 export SITE_URL="${SITE_URL:-http://$ADDR}"
 ensure_venv requirements.txt
