@@ -11,6 +11,7 @@ import logging
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -42,6 +43,14 @@ def _method_not_allowed(request: HttpRequest, allowed: list[str]) -> JsonRespons
     return response
 
 
+def _json_body(request: HttpRequest) -> dict:
+    try:
+        body = request.body
+    except RequestDataTooBig as exc:
+        raise ProtocolError("The body is too large.") from exc
+    return protocol.load_json(body, request.content_type or "")
+
+
 def _remote(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
@@ -68,9 +77,7 @@ def poll(request: HttpRequest, token: str | None = None) -> JsonResponse:
     if refused:
         return refused
     try:
-        parsed = protocol.parse_poll(
-            protocol.load_json(request.body, request.content_type or "")
-        )
+        parsed = protocol.parse_poll(_json_body(request))
         tasks = services.agent_poll(
             poll=parsed, agent=agent, remote_addr=_remote(request)
         )
@@ -98,9 +105,7 @@ def task_response(request: HttpRequest, token: str | None = None) -> JsonRespons
     if refused:
         return refused
     try:
-        result = protocol.parse_result(
-            protocol.load_json(request.body, request.content_type or "")
-        )
+        result = protocol.parse_result(_json_body(request))
         outcome = services.task_result(result=result, agent=agent)
     except ProtocolError as exc:
         return JsonResponse(exc.as_json(), status=exc.status)
@@ -137,13 +142,9 @@ def task_create(request: HttpRequest) -> JsonResponse:
     if refused := _bpms_refusal(request, write=True):
         return refused
     try:
-        new = protocol.parse_create(
-            protocol.load_json(request.body, request.content_type or "")
-        )
+        new = protocol.parse_create(_json_body(request))
     except ProtocolError as exc:
         return JsonResponse(exc.as_json(), status=exc.status)
-    from django.core.exceptions import ValidationError
-
     try:
         task = services.task_create(
             task_id=new.task_id,

@@ -529,3 +529,11 @@ def test_status_counts_active_agents_and_waiting_tasks(client, make_task, path):
     assert response.status_code == 200
     # the original always said tasks_waiting: 0
     assert response.json() == {"agents": 2, "tasks_waiting": 2}
+
+
+def test_a_body_over_the_upload_limit_is_a_json_400(client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = poll_body(agent_name="x" * 2000)
+    response = post_json(client, "/fleet/tasks", body)
+    assert response.status_code == 400
+    assert "too large" in response.json()["error"]
