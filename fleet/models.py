@@ -32,6 +32,7 @@ TOKEN_PREFIX = "fat_"
 # Basic auth, with 192 random bits.
 TOKEN_LENGTH = len(TOKEN_PREFIX) + 32
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")
+# A task type: 1 to 100 characters, no whitespace or NUL.
 TYPE_RE = re.compile(r"^[^\s\x00]{1,100}$")
 
 

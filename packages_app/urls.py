@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from django.urls import re_path
-from rest_framework.routers import SimpleRouter
 
 from packages_app import views
+from portal.api import optional_slash_router
 
 app_name = "packages-api"
 
 # SimpleRouter: the portal's router already serves the /api/v1/ root view.
-router = SimpleRouter(trailing_slash="/?")
+router = optional_slash_router()
 router.register("packages", views.PackageViewSet, basename="package")
 router.register("package-runs", views.PackageRunViewSet, basename="package-run")
 router.register("pipeline-runs", views.PipelineRunViewSet, basename="pipeline-run")

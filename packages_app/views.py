@@ -36,16 +36,10 @@ from packages_app.serializers import (
     RunRefusedSerializer,
     pipeline_run_json,
 )
-from portal.api import PortalPermission, error_response
+from portal.api import PortalPermission, caller_name, error_response
 from portal.models import ApiKey
-from portal.serializers import ErrorSerializer
+from portal.serializers import DENIED, NOT_FOUND, ErrorSerializer
 
-# Every operation may answer these; the fuzz test holds the schema to them.
-DENIED = {
-    401: OpenApiResponse(ErrorSerializer, description="No or an invalid API key."),
-    403: OpenApiResponse(ErrorSerializer, description="Scope or permission missing."),
-}
-NOT_FOUND = {404: ErrorSerializer}
 SLUG_REGEX = r"[-a-zA-Z0-9_]+"
 SLUG_PARAMETER = OpenApiParameter(
     "slug", str, OpenApiParameter.PATH, pattern=f"^{SLUG_REGEX}$"
@@ -53,13 +47,6 @@ SLUG_PARAMETER = OpenApiParameter(
 RUN_ID_PARAMETER = OpenApiParameter(
     "id", int, OpenApiParameter.PATH, description="The run's id."
 )
-
-
-def caller_name(request) -> str:
-    """Who started a run: the API key's name, else the session's username."""
-    if isinstance(request.auth, ApiKey):
-        return request.auth.name
-    return request.user.get_username()
 
 
 @extend_schema_view(

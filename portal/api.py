@@ -120,6 +120,26 @@ class PortalPermission(permissions.BasePermission):
         return user.has_perm(perm)
 
 
+def caller_name(request) -> str:
+    """Who asked: the API key's name, else the session's username."""
+    if isinstance(request.auth, ApiKey):
+        return request.auth.name
+    return request.user.get_username()
+
+
+def optional_slash_router(router_class_path: str = "SimpleRouter"):
+    """A DRF router whose routes match with and without the trailing slash.
+
+    DRF turns any truthy ``trailing_slash`` argument into "/", so the regex is set
+    on the instance afterwards.
+    """
+    from rest_framework import routers
+
+    router = getattr(routers, router_class_path)()
+    router.trailing_slash = "/?"
+    return router
+
+
 def _as_field_errors(exc: DjangoValidationError) -> dict:
     if hasattr(exc, "error_dict"):
         return {field: list(messages) for field, messages in exc.message_dict.items()}
@@ -131,6 +151,9 @@ def exception_handler(exc, context):
     whose body names the field, like DRF's own validation errors."""
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(_as_field_errors(exc))
+    elif isinstance(exc, RecursionError):
+        # json.loads of a deeply nested body: bad input, not a server error.
+        exc = exceptions.ParseError("JSON parse error - the body is nested too deeply.")
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

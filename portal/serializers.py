@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 
@@ -7,6 +8,14 @@ class ErrorSerializer(serializers.Serializer):
     """The body of an error that is not about one field, e.g. a 404."""
 
     detail = serializers.CharField()
+
+
+# Every API operation may answer these; the fuzz test holds the schema to them.
+DENIED = {
+    401: OpenApiResponse(ErrorSerializer, description="No or an invalid API key."),
+    403: OpenApiResponse(ErrorSerializer, description="Scope or permission missing."),
+}
+NOT_FOUND = {404: ErrorSerializer}
 
 
 class HealthCheckSerializer(serializers.Serializer):

@@ -7,13 +7,13 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.routers import DefaultRouter
 
 from fleet.urls import protocol_urlpatterns as fleet_protocol
 from packages_app.urls import compat_urlpatterns as pipeline_compat
 from portal import views
+from portal.api import optional_slash_router
 
-router = DefaultRouter(trailing_slash="/?")
+router = optional_slash_router("DefaultRouter")
 router.register("ticks", views.TickViewSet, basename="tick")
 
 api_v1 = [

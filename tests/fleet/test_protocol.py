@@ -537,3 +537,11 @@ def test_a_body_over_the_upload_limit_is_a_json_400(client, settings):
     response = post_json(client, "/fleet/tasks", body)
     assert response.status_code == 400
     assert "too large" in response.json()["error"]
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_500(client):
+    response = client.post(
+        "/fleet/tasks", "[" * 100_000 + "]" * 100_000, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["error"]

@@ -47,6 +47,14 @@ API_V1_OPERATIONS = {
     "POST /api/v1/ticks/{name}/run/",
     "POST /api/request/",
     "GET /api/v1/pipeline-runs/{run_id}/",
+    "GET /api/v1/fleet/tasks/",
+    "POST /api/v1/fleet/tasks/",
+    "GET /api/v1/fleet/tasks/{task_id}/",
+    "POST /api/v1/fleet/tasks/{task_id}/cancel/",
+    "POST /api/v1/fleet/tasks/{task_id}/requeue/",
+    "GET /api/v1/fleet/agents/",
+    "GET /api/v1/fleet/agents/{id}/",
+    "GET /api/v1/fleet/stats/",
 }
 
 
