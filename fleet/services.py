@@ -341,9 +341,9 @@ class CleanupSummary:
 
 
 def _silent_since(cutoff: datetime) -> Q:
-    return Q(last_seen_at__lt=cutoff) | Q(
-        last_seen_at__isnull=True, created_at__lt=cutoff
-    )
+    # An agent an operator added ahead of its first poll (to give it a token) has
+    # never been seen: it is waiting, not lost.
+    return Q(last_seen_at__lt=cutoff)
 
 
 def fleet_cleanup(*, now: datetime | None = None) -> CleanupSummary:

@@ -4,7 +4,6 @@ cancel and re-run."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import shlex
 from collections import defaultdict
@@ -46,10 +45,10 @@ from packages_app.models import (
     PipelineRun,
     format_command,
     max_run_timeout,
-    validate_json_object,
 )
 from packages_app.notifications import masked
 from packages_app.runner import TAIL_BYTES
+from portal.lib.jsonvalues import parse_json_object
 
 RUN_PERMISSION = "packages_app.run_package"
 PIPELINE_RUN_PERMISSION = "packages_app.run_pipeline"
@@ -59,41 +58,6 @@ TAIL_REFRESH_SECONDS = 2
 # Milliseconds between two refreshes of a running pipeline's page.
 PIPELINE_REFRESH_MS = 1000
 MONOSPACE = {"class": "vLargeTextField pkg-mono", "spellcheck": "false"}
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
-def parse_json_object(raw: str) -> dict:
-    """A JSON object typed in a form; empty means ``{}``.
-
-    Python's json accepts NaN and Infinity, and "\u0000" escapes; the database's
-    JSON columns refuse them, so they are form errors here rather than a 500 on
-    save.
-    """
-    raw = (raw or "").strip()
-    if not raw:
-        return {}
-    try:
-        value = json.loads(
-            raw, parse_constant=_refuse_constant, parse_float=_finite_float
-        )
-    except ValueError as exc:
-        raise ValidationError(f"Not valid JSON: {exc}.", code="invalid") from exc
-    if not isinstance(value, dict):
-        raise ValidationError(
-            'Must be a JSON object, e.g. {"key": "value"}.', code="invalid"
-        )
-    validate_json_object(value)
-    return value
 
 
 def split_list(raw: str) -> list[str]:

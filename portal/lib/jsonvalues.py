@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from django.core.exceptions import ValidationError
@@ -27,3 +28,38 @@ def validate_json_object(value: object) -> None:
         raise ValidationError('Must be a JSON object, e.g. {"key": "value"}.')
     if problem := json_problem(value):
         raise ValidationError(problem)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def parse_json_object(raw: str) -> dict:
+    """A JSON object typed in a form; empty means ``{}``.
+
+    Python's json accepts NaN and Infinity, and "\\u0000" escapes; the database's
+    JSON columns refuse them, so they are form errors here rather than a 500 on
+    save.
+    """
+    raw = (raw or "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(
+            raw, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(f"Not valid JSON: {exc}.", code="invalid") from exc
+    if not isinstance(value, dict):
+        raise ValidationError(
+            'Must be a JSON object, e.g. {"key": "value"}.', code="invalid"
+        )
+    validate_json_object(value)
+    return value

@@ -1,4 +1,4 @@
-"""Claiming: order, exact capabilities, labels, max_tasks, and what is never handed out."""
+"""Claiming: order, exact capabilities, labels, max_tasks, what is never handed out."""
 
 from __future__ import annotations
 

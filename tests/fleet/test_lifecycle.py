@@ -288,3 +288,14 @@ def test_requeue_resets_attempts_and_clears_the_outcome(make_task):
         None,
     )
     assert not task.requeue()  # already pending
+
+
+def test_an_agent_added_ahead_of_its_first_poll_is_never_lost(settings):
+    settings.AUTO_CLEANUP = False
+    with time_machine.travel(NOW, tick=False):
+        agent = Agent.objects.create(name="edge-9")
+    with time_machine.travel(NOW + timedelta(days=2), tick=False):
+        summary = services.fleet_cleanup()
+    assert (summary.agents_lost, summary.agents_dropped) == (0, 0)
+    agent.refresh_from_db()
+    assert agent.state == Agent.State.ONLINE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
@@ -131,8 +132,7 @@ def test_it_refuses_a_body_that_is_not_a_json_object(
 def test_it_accepts_a_json_content_type_with_a_charset(client):
     response = client.post(
         "/fleet/tasks",
-        '{"protocol": 1, "agent_id": "%s", "agent_name": "a", "agent_time": "",'
-        ' "agent_capabilities": {}, "max_tasks": 1}' % uuid.uuid4(),
+        json.dumps({**poll_body(agent_capabilities={}), "max_tasks": 1}),
         content_type="application/json; charset=utf-8",
     )
     assert response.status_code == 200
