@@ -161,13 +161,17 @@ def task_claim(
     """
     if max_tasks <= 0 or not capabilities:
         return []
+    labels = set(agent.labels or [])
+    if not labels and connection.vendor == "postgresql":
+        return _claim_postgresql(
+            agent=agent, capabilities=capabilities, max_tasks=max_tasks, now=now
+        )
     kinds = Q()
     for task_type, version in capabilities.items():
         kinds |= Q(type=task_type, version=version)
     candidates = Task.objects.filter(kinds, state=Task.State.PENDING).filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=now)
     )
-    labels = set(agent.labels or [])
     if labels:
         limit = LABEL_SCAN_LIMIT
     else:
@@ -208,6 +212,48 @@ def task_claim(
                 )
             )
     return chosen
+
+
+def _claim_postgresql(
+    *, agent: Agent, capabilities: dict[str, int], max_tasks: int, now: datetime
+) -> list[Task]:
+    """``task_claim`` on PostgreSQL for an agent without labels, in one statement
+    instead of a transaction of four round trips: the best pending tasks are locked
+    ``SKIP LOCKED`` (concurrent polls take others) and claimed by the same UPDATE.
+
+    Plain SQL because polls are the hot path and the ORM cannot express
+    ``UPDATE ... RETURNING`` (bench/fleet_load.py, docs/benchmarks.md)."""
+    table = Task._meta.db_table
+    kinds = " OR ".join(["(type = %s AND version = %s)"] * len(capabilities))
+    params: list = [Task.State.CLAIMED, agent.pk, now, now, Task.State.PENDING]
+    params += [value for kind in capabilities.items() for value in kind]
+    params += [now, max_tasks]
+    tasks = list(
+        Task.objects.raw(
+            f"""
+            UPDATE {table} AS t SET state = %s, agent_id = %s, claimed_at = %s,
+                attempts = t.attempts + 1, expires_at = NULL,
+                deadline_at = CASE WHEN t.timeout > 0
+                    THEN %s + make_interval(secs => t.timeout) END
+            FROM (
+                SELECT id FROM {table}
+                WHERE state = %s AND ({kinds})
+                    AND (expires_at IS NULL OR expires_at > %s)
+                    AND required_labels = '[]'::jsonb
+                ORDER BY priority DESC, created_at, id
+                LIMIT %s FOR UPDATE SKIP LOCKED
+            ) AS c
+            WHERE t.id = c.id
+            RETURNING t.id, t.uuid, t.type, t.version, t.data, t.priority,
+                t.created_at, t.state, t.agent_id, t.claimed_at, t.attempts,
+                t.deadline_at
+            """,
+            params,
+        )
+    )
+    # UPDATE ... RETURNING keeps no order.
+    tasks.sort(key=lambda task: (-task.priority, task.created_at, task.pk))
+    return tasks
 
 
 def _cleanup_on_poll(now: datetime) -> None:
@@ -278,20 +324,41 @@ def task_result(*, result: Result, agent: Agent | None) -> str:
 
 def _record_result_directly(*, result: Result, agent: Agent | None) -> bool:
     """The common case in one conditional UPDATE: the task is claimed, and by the
-    poster (token) or, with tokens not in use, by an agent without a token."""
+    poster (token) or, with tokens not in use, by an agent without a token.
+
+    Plain SQL: every task's result runs it, and the ORM's building of it cost more
+    CPU than the rest of the request (bench/fleet_load.py, docs/benchmarks.md).
+    """
     if agent is None and settings.FLEET_REQUIRE_TOKEN:
         return False
-    holder = Q(agent=agent) if agent is not None else Q(agent__token_hash="")
+    field = Task._meta.get_field
     if result.error is None:
-        outcome = {"state": Task.State.COMPLETED, "result": result.data}
+        state, column, value = Task.State.COMPLETED, "result", result.data
     else:
-        outcome = {"state": Task.State.FAILED, "error": result.error}
-    return (
-        Task.objects.filter(
-            holder, uuid=result.task_id, state=Task.State.CLAIMED
-        ).update(finished_at=timezone.now(), deadline_at=None, **outcome)
-        == 1
-    )
+        state, column, value = Task.State.FAILED, "error", result.error
+    table = Task._meta.db_table
+    if agent is not None:
+        holder, holder_params = "agent_id = %s", [agent.pk]
+    else:
+        holder, holder_params = (
+            f"EXISTS (SELECT 1 FROM {Agent._meta.db_table} a "
+            f"WHERE a.id = {table}.agent_id AND a.token_hash = '')",
+            [],
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET state = %s, finished_at = %s, deadline_at = NULL, "
+            f"{column} = %s WHERE uuid = %s AND state = %s AND {holder}",
+            [
+                state,
+                field("finished_at").get_db_prep_save(timezone.now(), connection),
+                field(column).get_db_prep_save(value, connection),
+                field("uuid").get_db_prep_save(result.task_id, connection),
+                Task.State.CLAIMED,
+                *holder_params,
+            ],
+        )
+        return cursor.rowcount == 1
 
 
 # --- Tasks ----------------------------------------------------------------------
@@ -331,7 +398,8 @@ def task_create(
     if timeout is not DEFAULT:
         task.timeout = timeout
     task.queue_times(task.created_at)
-    task.full_clean()
+    # Uniqueness is the INSERT's job (IntegrityError below): one query less.
+    task.full_clean(validate_unique=False)
     try:
         with transaction.atomic():
             task.save(force_insert=True)
