@@ -31,7 +31,6 @@ MANAGE_PERMISSION = "fleet.manage_agent"
 CANCEL_PERMISSION = "fleet.cancel_task"
 OTHER = "other"
 MONOSPACE = {"class": "vLargeTextField pkg-mono", "spellcheck": "false"}
-BADGE_CSS = {"all": ["packages_app/admin.css"]}
 
 
 def parse_labels(raw: str) -> list[str]:
@@ -183,9 +182,6 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = [
         field for _, options in fieldsets[1:] for field in options["fields"]
     ]
-
-    class Media:
-        css = BADGE_CSS
 
     def get_queryset(self, request):
         return (
@@ -575,9 +571,6 @@ class TaskAdmin(admin.ModelAdmin):
             },
         ),
     ]
-
-    class Media:
-        css = BADGE_CSS
 
     def get_queryset(self, request):
         # Data and results can be large; the list shows neither.

@@ -38,26 +38,18 @@ OLD_PENDING = timedelta(minutes=10)
 LOST_SHOWN = 5
 
 
-def badge(state: str | None, label: str, tone: str) -> SafeString:
-    """A coloured pill (``pkg-badge``, the portal's badge CSS); an em dash for none."""
-    if not state:
-        return mark_safe("—")
-    return format_html(
-        '<span class="pkg-badge pkg-badge-{}" data-state="{}">{}</span>',
-        tone,
-        state,
-        label,
-    )
-
-
 def agent_badge(state: str | None) -> SafeString:
     label = AgentState(state).label if state in AgentState.values else state
-    return badge(state, label or "", AGENT_TONES.get(state, "muted"))
+    return dashboard.badge(
+        state, label or "", AGENT_TONES.get(state, "muted"), data="state"
+    )
 
 
 def task_badge(state: str | None) -> SafeString:
     label = TaskState(state).label if state in TaskState.values else state
-    return badge(state, label or "", TASK_TONES.get(state, "muted"))
+    return dashboard.badge(
+        state, label or "", TASK_TONES.get(state, "muted"), data="state"
+    )
 
 
 def format_age(seconds: float) -> str:

@@ -75,15 +75,7 @@ def pipeline_tone(status: str | None) -> str:
 
 
 def badge(status: str | None, label: str, tone: str) -> SafeString:
-    """A coloured pill (``pkg-badge`` in admin.css); an em dash for no status."""
-    if not status:
-        return mark_safe("—")
-    return format_html(
-        '<span class="pkg-badge pkg-badge-{}" data-status="{}">{}</span>',
-        tone,
-        status,
-        label,
-    )
+    return dashboard.badge(status, label, tone)
 
 
 def status_badge(status: str | None) -> SafeString:

@@ -108,6 +108,22 @@ def render_panels(request) -> list[dict]:
     return rendered
 
 
+def badge(
+    value: str | None, label: str, tone: str, *, data: str = "status"
+) -> SafeString:
+    """A coloured pill (``portal-badge`` in portal/admin.css) for a status or state;
+    ``data-<data>`` carries the raw value for scripts and tests. An em dash for none."""
+    if not value:
+        return mark_safe("—")
+    return format_html(
+        '<span class="portal-badge portal-badge-{}" data-{}="{}">{}</span>',
+        tone,
+        data,
+        value,
+        label,
+    )
+
+
 def bar_chart(
     buckets: list[dict[str, int]],
     *,

@@ -88,12 +88,10 @@ def test_it_lists_agents_with_their_columns(
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert '<span class="pkg-badge pkg-badge-ok" data-state="online">Online</span>' in (
-        html
-    )
-    assert '<span class="pkg-badge pkg-badge-warn" data-state="lost">Lost</span>' in (
-        html
-    )
+    online = '<span class="portal-badge portal-badge-ok" data-state="online">'
+    lost = '<span class="portal-badge portal-badge-warn" data-state="lost">'
+    assert online + "Online</span>" in html
+    assert lost + "Lost</span>" in html
     assert 'edge-1<br><code class="pkg-quiet">7c5a5c2e-0f0e-4b8e' in html
     assert (
         '<time datetime="2026-03-10T12:27:00+00:00" title="2026-03-10 12:27:00 UTC">'
@@ -319,11 +317,12 @@ def test_it_lists_tasks_with_their_columns(admin_client, django_assert_max_num_q
     assert f"<code>{claimed.uuid}</code>" in html
     assert "wait v1" in html and "url_http_status v1" in html
     assert (
-        '<span class="pkg-badge pkg-badge-info" data-state="claimed">Claimed</span>'
+        '<span class="portal-badge '
+        'portal-badge-info" data-state="claimed">Claimed</span>'
     ) in html
     assert (
-        '<span class="pkg-badge pkg-badge-bad" data-state="failed">Failed</span>'
-        in (html)
+        '<span class="portal-badge '
+        'portal-badge-bad" data-state="failed">Failed</span>' in (html)
     )
     assert f'<a href="/admin/fleet/agent/{agent.pk}/change/">edge-1</a>' in html
     assert "1 / 2" in html

@@ -69,7 +69,8 @@ def test_it_lists_packages_with_last_status_and_duration(
     html = response.content.decode()
     assert (
         f'<a href="/admin/packages_app/packagerun/{last.pk}/change/">'
-        '<span class="pkg-badge pkg-badge-bad" data-status="failed">Failed</span></a>'
+        '<span class="portal-badge '
+        'portal-badge-bad" data-status="failed">Failed</span></a>'
     ) in html
     assert "1 min 15 s" in html
     assert "Run selected packages now" in html
@@ -329,7 +330,8 @@ def test_it_lists_runs_with_status_and_duration(admin_client, package):
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert '<span class="pkg-badge pkg-badge-warn" data-status="timed_out">' in html
+    badge = '<span class="portal-badge portal-badge-warn" data-status="timed_out">'
+    assert badge in html
     assert "1 min 00 s" in html
     assert "12 s" not in html
     assert 'href="/admin/packages_app/packagerun/add/"' not in html

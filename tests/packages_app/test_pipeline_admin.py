@@ -89,10 +89,10 @@ def test_it_lists_runs_with_status_and_duration(
     assert response.status_code == 200
     html = response.content.decode()
     assert (
-        '<span class="pkg-badge pkg-badge-bad" data-status="FAILED">Failed</span>'
+        '<span class="portal-badge portal-badge-bad" data-status="FAILED">Failed</span>'
     ) in html
     assert (
-        '<span class="pkg-badge pkg-badge-info" data-status="IN_PROGRESS">'
+        '<span class="portal-badge portal-badge-info" data-status="IN_PROGRESS">'
         "In progress</span>"
     ) in html
     assert "3 min 04 s" in html

@@ -18,7 +18,7 @@ document.addEventListener("DOMContentLoaded", function () {
   function setBadge(el, status, label, tone) {
     if (!el) { return; }
     setText(el, label);
-    el.className = el.className.replace(/\bpkg-badge-\w+/, "pkg-badge-" + tone);
+    el.className = el.className.replace(/\bportal-badge-\w+/, "portal-badge-" + tone);
     el.setAttribute("data-status", status);
   }
 

@@ -25,7 +25,7 @@ document.addEventListener("DOMContentLoaded", function () {
 
   function show(d) {
     badge.textContent = d.status_display;
-    badge.className = "pkg-badge pkg-badge-" + d.tone;
+    badge.className = "portal-badge portal-badge-" + d.tone;
     badge.setAttribute("data-status", d.status);
     elapsed.textContent = d.elapsed === null ? "not started" : Math.round(d.elapsed) + " s";
     bytes.textContent = size(d.output_bytes);
