@@ -50,10 +50,11 @@ _last_poll_cleanup: datetime | None = None
 class AgentRefused(Exception):
     """A poll or result the agent's credentials do not allow (401/403)."""
 
-    def __init__(self, message: str, status: int = 403):
+    def __init__(self, message: str, status: int = 403, field: str = ""):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.field = field
 
 
 # --- Polls ----------------------------------------------------------------------
@@ -295,7 +296,9 @@ def task_result(*, result: Result, agent: Agent | None) -> str:
             )
             if tokens_in_use and (agent is None or holder is None or holder != agent):
                 raise AgentRefused(
-                    f"Task {task.uuid} is held by another agent.", status=403
+                    f"Task {task.uuid} is held by another agent.",
+                    status=403,
+                    field="task_id",
                 )
             if result.error is None:
                 done = task.complete(result.data, agent=holder)

@@ -68,51 +68,51 @@ def _agent_or_error(request: HttpRequest, token: str | None):
         return None, _error(str(exc), status=401)
 
 
-@csrf_exempt
-def poll(request: HttpRequest, token: str | None = None) -> JsonResponse:
-    """``POST /fleet/tasks``: an agent's poll; claims tasks for it."""
+def _agent_endpoint(request: HttpRequest, token: str | None, handle) -> JsonResponse:
+    """What both agent endpoints share: POST only, the agent's credentials, the
+    JSON body, and protocol errors and refusals as JSON."""
     if request.method != "POST":
         return _method_not_allowed(request, ["POST"])
     agent, refused = _agent_or_error(request, token)
     if refused:
         return refused
     try:
-        parsed = protocol.parse_poll(_json_body(request))
-        tasks = services.agent_poll(
-            poll=parsed, agent=agent, remote_addr=_remote(request)
-        )
+        return JsonResponse(handle(_json_body(request), agent))
     except ProtocolError as exc:
         return JsonResponse(exc.as_json(), status=exc.status)
     except services.AgentRefused as exc:
-        logger.warning("fleet: poll refused from %s: %s", _remote(request), exc)
-        return _error(exc.message, status=exc.status)
-    return JsonResponse(
-        {
+        logger.warning("fleet: refused from %s: %s", _remote(request), exc)
+        return _error(exc.message, status=exc.status, field=exc.field)
+
+
+@csrf_exempt
+def poll(request: HttpRequest, token: str | None = None) -> JsonResponse:
+    """``POST /fleet/tasks``: an agent's poll; claims tasks for it."""
+
+    def handle(body: dict, agent) -> dict:
+        tasks = services.agent_poll(
+            poll=protocol.parse_poll(body), agent=agent, remote_addr=_remote(request)
+        )
+        return {
             "tasks": [protocol.task_json(task) for task in tasks],
             "return_time": protocol.return_time(
                 timezone.now(), settings.AGENT_RETURN_TIME
             ),
         }
-    )
+
+    return _agent_endpoint(request, token, handle)
 
 
 @csrf_exempt
 def task_response(request: HttpRequest, token: str | None = None) -> JsonResponse:
     """``POST /fleet/tasks/response``: the result or error of one task."""
-    if request.method != "POST":
-        return _method_not_allowed(request, ["POST"])
-    agent, refused = _agent_or_error(request, token)
-    if refused:
-        return refused
-    try:
-        result = protocol.parse_result(_json_body(request))
+
+    def handle(body: dict, agent) -> dict:
+        result = protocol.parse_result(body)
         outcome = services.task_result(result=result, agent=agent)
-    except ProtocolError as exc:
-        return JsonResponse(exc.as_json(), status=exc.status)
-    except services.AgentRefused as exc:
-        logger.warning("fleet: result refused from %s: %s", _remote(request), exc)
-        return _error(exc.message, status=exc.status, field="task_id")
-    return JsonResponse({"task_id": str(result.task_id), "status": outcome})
+        return {"task_id": str(result.task_id), "status": outcome}
+
+    return _agent_endpoint(request, token, handle)
 
 
 def _bpms_refusal(request: HttpRequest, *, write: bool) -> JsonResponse | None:
