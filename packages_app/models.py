@@ -17,7 +17,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from portal.lib.cron import validate_cron, validate_timezone
-from portal.lib.jsonvalues import validate_json_object
+from portal.lib.jsonvalues import validate_json_object, validate_recipients
 
 DEFAULT_MAX_LOG_BYTES = 50 * 1024 * 1024
 
@@ -72,18 +72,6 @@ def validate_name_list(value: object) -> None:
     for name in value:
         if not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
             raise ValidationError(f"{name!r} is not a valid environment variable name.")
-
-
-def validate_recipients(value: object) -> None:
-    from django.core.validators import validate_email
-
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValidationError("Must be a list of email addresses.")
-    for address in value:
-        try:
-            validate_email(address)
-        except ValidationError as exc:
-            raise ValidationError(f"{address!r} is not an email address.") from exc
 
 
 def _finish_values(obj, status: str, now: datetime, fields: dict) -> dict:

@@ -294,6 +294,18 @@ FLEET_TASK_MAX_ATTEMPTS = env.int("FLEET_TASK_MAX_ATTEMPTS", 2, min_value=1)
 FLEET_TASK_TIMEOUT = env.int("FLEET_TASK_TIMEOUT", 3600, min_value=0)
 FLEET_TASK_TTL = env.int("FLEET_TASK_TTL", 0, min_value=0)
 
+# --- Affirmations (Affirmative) ---------------------------------------------------
+# A client's event time within this many seconds of the server's is kept as the
+# time the event happened; further off, the server's time is used (and noted).
+AFFIRMATIONS_MAX_CLOCK_SKEW = env.int("AFFIRMATIONS_MAX_CLOCK_SKEW", 300, min_value=0)
+# Days affirmations and evaluations are kept (deleted in batches by a daily tick).
+AFFIRMATIONS_RETENTION_DAYS = env.int("AFFIRMATIONS_RETENTION_DAYS", 90, min_value=1)
+AFFIRMATIONS_EVALUATION_RETENTION_DAYS = env.int(
+    "AFFIRMATIONS_EVALUATION_RETENTION_DAYS", 400, min_value=1
+)
+# The original clients' endpoints (/affirmative/...) without an API key (demo: on).
+AFFIRMATIONS_OPEN_COMPAT = env.bool("AFFIRMATIONS_OPEN_COMPAT", False)
+
 # --- Email ------------------------------------------------------------------
 EMAIL_HOST = env.str("EMAIL_HOST")
 EMAIL_PORT = env.int("EMAIL_PORT", 587, min_value=1, max_value=65535)

@@ -54,6 +54,20 @@ TICKS: list[Tick] = [
         description="Mark silent agents lost or dropped (requeueing or failing their "
         "tasks), expire tasks past their TTL, time out overdue claimed tasks.",
     ),
+    Tick(
+        name="affirmations.check",
+        func="affirmations.tasks.check",
+        cron="* * * * *",
+        description="Evaluate every due check occurrence once, then send the alerts "
+        "of the outbox.",
+    ),
+    Tick(
+        name="affirmations.prune",
+        func="affirmations.tasks.prune",
+        cron="41 3 * * *",
+        description="Delete affirmations and evaluations past their retention, in "
+        "batches.",
+    ),
 ]
 
 

@@ -6,6 +6,7 @@ import json
 import math
 
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 
 def json_problem(value: object) -> str:
@@ -63,3 +64,14 @@ def parse_json_object(raw: str) -> dict:
         )
     validate_json_object(value)
     return value
+
+
+def validate_recipients(value: object) -> None:
+    """A JSON list of email addresses."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Must be a list of email addresses.")
+    for address in value:
+        try:
+            validate_email(address)
+        except ValidationError as exc:
+            raise ValidationError(f"{address!r} is not an email address.") from exc

@@ -1,0 +1,391 @@
+"""Affirmations workflows: affirm (one, or a batch all-or-nothing), create checks,
+and the checker: evaluate every due occurrence exactly once, flip statuses into the
+outbox, and send the outbox's alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from affirmations.models import (
+    MAX_DATA_LENGTH,
+    TRUNCATED_MARK,
+    Affirmation,
+    Check,
+    Evaluation,
+    Flip,
+)
+from affirmations.schedule import next_occurrence, occurrences_after
+
+logger = logging.getLogger(__name__)
+
+# Due checks one checker pass takes at most (it runs again a minute later).
+PASS_LIMIT = 1000
+# A check behind by more occurrences than this evaluates the newest ones and
+# records the older ones as one skipped evaluation.
+CATCH_UP_LIMIT = 50
+# Missed occurrences looked at one by one at most; beyond, the gap is skipped whole.
+SCAN_LIMIT = 10_000
+# A check whose evaluation raised is retried this long after.
+ERROR_RETRY = timedelta(minutes=1)
+
+
+# --- Affirming ------------------------------------------------------------------
+
+
+def _bounded(data: str) -> tuple[str, bool]:
+    if len(data) <= MAX_DATA_LENGTH:
+        return data, False
+    return data[: MAX_DATA_LENGTH - len(TRUNCATED_MARK)] + TRUNCATED_MARK, True
+
+
+def _occurred(client_time: datetime | None, now: datetime) -> tuple[datetime, str]:
+    """The client's time when it is within the allowed skew, else the server's."""
+    if client_time is None:
+        return now, ""
+    skew = timedelta(seconds=settings.AFFIRMATIONS_MAX_CLOCK_SKEW)
+    if abs(client_time - now) <= skew:
+        return client_time, ""
+    return now, (
+        f"client time {client_time.isoformat()} ignored: more than "
+        f"{settings.AFFIRMATIONS_MAX_CLOCK_SKEW} s from the server's"
+    )
+
+
+def _build(
+    *,
+    name: str,
+    data: str,
+    source: str,
+    user,
+    client_time: datetime | None,
+    remote_addr: str | None,
+    now: datetime,
+) -> Affirmation:
+    data, truncated = _bounded(data or "")
+    occurred_at, note = _occurred(client_time, now)
+    affirmation = Affirmation(
+        name=name,
+        data=data,
+        truncated=truncated,
+        source=source,
+        user=user if user is not None and user.is_authenticated else None,
+        client_time=client_time,
+        occurred_at=occurred_at,
+        received_at=now,
+        remote_addr=remote_addr or None,
+        note=note,
+    )
+    affirmation.full_clean(exclude=["user"])
+    return affirmation
+
+
+def affirm(
+    *,
+    name: str,
+    data: str = "",
+    source: str,
+    user=None,
+    client_time: datetime | None = None,
+    remote_addr: str | None = None,
+) -> Affirmation:
+    """Record one event of ``name`` (one INSERT)."""
+    affirmation = _build(
+        name=name,
+        data=data,
+        source=source,
+        user=user,
+        client_time=client_time,
+        remote_addr=remote_addr,
+        now=timezone.now(),
+    )
+    affirmation.save(force_insert=True)
+    return affirmation
+
+
+def affirm_batch(
+    *, events: list[dict], source: str, user=None, remote_addr: str | None = None
+) -> list[Affirmation]:
+    """Record several events, all or nothing: one invalid item stores none, and
+    the ``ValidationError`` names it (``{"events": ["item 3: name: ..."]}``).
+
+    Each event is ``{"name", "data" (optional), "client_time" (optional)}``.
+    """
+    now = timezone.now()
+    built = []
+    for index, event in enumerate(events):
+        try:
+            built.append(
+                _build(
+                    name=event.get("name", ""),
+                    data=event.get("data") or "",
+                    source=source,
+                    user=user,
+                    client_time=event.get("client_time"),
+                    remote_addr=remote_addr,
+                    now=now,
+                )
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{key}: {' '.join(messages)}"
+                for key, messages in exc.message_dict.items()
+            )
+            raise ValidationError({"events": [f"item {index}: {problems}"]}) from exc
+    with transaction.atomic():
+        Affirmation.objects.bulk_create(built)
+    return built
+
+
+def check_signoff(*, check: Check, user) -> Affirmation:
+    """A person affirms a check's event by hand (the admin's sign-off button)."""
+    return affirm(
+        name=check.name, data="signed off", source=Affirmation.Source.SIGNOFF, user=user
+    )
+
+
+# --- Checks ---------------------------------------------------------------------
+
+
+def check_create(**fields) -> Check:
+    """A new check, aimed at its first occurrence from now."""
+    check = Check(**fields)
+    check.full_clean()
+    check.schedule_from(timezone.now())
+    check.save()
+    return check
+
+
+# --- The checker ----------------------------------------------------------------
+
+
+@dataclass
+class PassSummary:
+    evaluated: int = 0
+    skipped: int = 0
+    errors: int = 0
+    flips: int = 0
+    checks: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.evaluated} evaluated, {self.skipped} skipped, "
+            f"{self.errors} errors, {self.flips} flips"
+        )
+
+
+def evaluate_due(
+    *, now: datetime | None = None, limit: int = PASS_LIMIT
+) -> PassSummary:
+    """One checker pass: every check whose next occurrence (plus grace) is due,
+    found by the indexed ``next_due_at``, each occurrence claimed by a conditional
+    UPDATE so that concurrent checkers evaluate it exactly once."""
+    now = now or timezone.now()
+    summary = PassSummary()
+    due = list(
+        Check.objects.filter(next_due_at__lte=now)
+        .exclude(status=Check.Status.PAUSED)
+        .order_by("next_due_at", "id")[:limit]
+    )
+    for check in due:
+        try:
+            _evaluate_check(check, now=now, summary=summary)
+        except Exception as exc:  # one check's error never stops the others
+            summary.errors += 1
+            logger.exception("evaluating check %s failed", check.key)
+            Check.objects.filter(pk=check.pk).update(
+                last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                next_due_at=now + ERROR_RETRY,
+            )
+    if summary.evaluated or summary.skipped or summary.errors:
+        logger.info("affirmations checker: %s", summary)
+    return summary
+
+
+def _evaluate_check(check: Check, *, now: datetime, summary: PassSummary) -> None:
+    """Evaluate the due occurrences of one check, oldest first; too many missed
+    ones are recorded as one skipped evaluation first."""
+    occurrence = check.next_occurrence
+    pending: list[datetime] = []
+    following = None
+    for when in _iterate_from(check, occurrence):
+        if when + check.grace > now:
+            following = when
+            break
+        if len(pending) >= SCAN_LIMIT:  # behind by months: give the gap up at once
+            following = next_occurrence(check.schedule, check.tz, now - check.grace)
+            break
+        pending.append(when)
+    if not pending or following is None:
+        return
+    if len(pending) >= SCAN_LIMIT:
+        skipped, to_evaluate = pending, []
+    else:
+        cut = max(0, len(pending) - CATCH_UP_LIMIT)
+        skipped, to_evaluate = pending[:cut], pending[cut:]
+    # Claim the whole run of occurrences at once: only the checker whose UPDATE
+    # moved next_occurrence from the value it read goes on.
+    claimed = Check.objects.filter(pk=check.pk, next_occurrence=occurrence).update(
+        next_occurrence=following,
+        next_due_at=following + check.grace,
+        last_evaluated_at=now,
+        last_error="",
+    )
+    if claimed != 1:
+        return
+    summary.checks.append(check.pk)
+    if skipped:
+        _record_skipped(check, skipped, now=now)
+        summary.skipped += len(skipped)
+    for when in to_evaluate:
+        _evaluate_occurrence(check, when, now=now, summary=summary)
+
+
+def _iterate_from(check: Check, occurrence: datetime):
+    yield occurrence
+    yield from occurrences_after(check.schedule, check.tz, occurrence)
+
+
+def _record_skipped(check: Check, skipped: list[datetime], *, now: datetime) -> None:
+    start, end = skipped[0], skipped[-1]
+    Evaluation.objects.create(
+        owner=check,
+        occurrence=start,
+        window_start=start,
+        window_end=end,
+        evaluated_at=now,
+        skipped_reason=(
+            f"{len(skipped)} occurrence(s) from {start:%Y-%m-%d %H:%M} to "
+            f"{end:%Y-%m-%d %H:%M} UTC not evaluated: the checker was behind by "
+            f"more than {CATCH_UP_LIMIT} occurrences."
+        ),
+        min_count=check.min_count,
+        max_count=check.max_count,
+    )
+
+
+def _evaluate_occurrence(
+    check: Check, occurrence: datetime, *, now: datetime, summary: PassSummary
+) -> None:
+    start, end = check.window_for(occurrence)
+    observed = Affirmation.objects.in_window(
+        check.name, start, end, received_by=occurrence + check.grace
+    ).count()
+    passed = check.passes(observed)
+    try:
+        with transaction.atomic():
+            evaluation = Evaluation.objects.create(
+                owner=check,
+                occurrence=occurrence,
+                window_start=start,
+                window_end=end,
+                observed=observed,
+                passed=passed,
+                evaluated_at=now,
+                min_count=check.min_count,
+                max_count=check.max_count,
+            )
+    except IntegrityError:  # evaluated already (a checker of an older schedule)
+        return
+    summary.evaluated += 1
+    summary.flips += _apply_result(check, evaluation, now=now)
+
+
+def _apply_result(check: Check, evaluation: Evaluation, *, now: datetime) -> int:
+    """Update the check's status from one evaluation; a change (or a reminder due)
+    goes to the outbox. Returns the flips created."""
+    check.refresh_from_db(
+        fields=[
+            "status",
+            "consecutive_failures",
+            "last_alert_at",
+            "failures_before_alert",
+        ]
+    )
+    if evaluation.passed:
+        recovered = check.status == Check.Status.FAILING
+        Check.objects.filter(pk=check.pk).update(
+            status=Check.Status.PASSING, consecutive_failures=0
+        )
+        if recovered:
+            Flip.objects.create(
+                owner=check,
+                kind=Flip.Kind.RECOVERED,
+                evaluation=evaluation,
+                created_at=now,
+            )
+            return 1
+        return 0
+    failures = check.consecutive_failures + 1
+    values = {"consecutive_failures": failures}
+    kind = None
+    if check.status != Check.Status.FAILING and failures >= check.failures_before_alert:
+        values["status"] = Check.Status.FAILING
+        kind = Flip.Kind.FAILING
+    elif (
+        check.status == Check.Status.FAILING
+        and check.reminder_interval
+        and (
+            check.last_alert_at is None
+            or now - check.last_alert_at >= check.reminder_interval
+        )
+    ):
+        kind = Flip.Kind.REMINDER
+    if kind:
+        values["last_alert_at"] = now
+    Check.objects.filter(pk=check.pk).update(**values)
+    if kind:
+        Flip.objects.create(
+            owner=check, kind=kind, evaluation=evaluation, created_at=now
+        )
+        return 1
+    return 0
+
+
+def checker_run_once(*, now: datetime | None = None) -> PassSummary:
+    """What the tick, ``check_affirmations`` and system cron all run: a checker pass,
+    then the outbox's alerts."""
+    from affirmations import notifications
+
+    summary = evaluate_due(now=now)
+    notifications.send_pending()
+    return summary
+
+
+# --- Retention ------------------------------------------------------------------
+
+PRUNE_BATCH = 5000
+
+
+def _delete_in_batches(queryset) -> int:
+    deleted = 0
+    while True:
+        ids = list(queryset.values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            return deleted
+        deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]
+
+
+def prune(*, now: datetime | None = None) -> dict[str, int]:
+    """Delete affirmations and evaluations past their retention, a batch at a time
+    so that no long transaction holds the tables."""
+    now = now or timezone.now()
+    affirmations = _delete_in_batches(
+        Affirmation.objects.filter(
+            received_at__lt=now - timedelta(days=settings.AFFIRMATIONS_RETENTION_DAYS)
+        ).order_by()
+    )
+    evaluations = _delete_in_batches(
+        Evaluation.objects.filter(
+            evaluated_at__lt=now
+            - timedelta(days=settings.AFFIRMATIONS_EVALUATION_RETENTION_DAYS)
+        ).order_by()
+    )
+    return {"affirmations": affirmations, "evaluations": evaluations}
