@@ -230,22 +230,40 @@ def _evaluate_check(check: Check, *, now: datetime, summary: PassSummary) -> Non
     else:
         cut = max(0, len(pending) - CATCH_UP_LIMIT)
         skipped, to_evaluate = pending[:cut], pending[cut:]
-    # Claim the whole run of occurrences at once: only the checker whose UPDATE
-    # moved next_occurrence from the value it read goes on.
-    claimed = Check.objects.filter(pk=check.pk, next_occurrence=occurrence).update(
-        next_occurrence=following,
-        next_due_at=following + check.grace,
-        last_evaluated_at=now,
-        last_error="",
-    )
-    if claimed != 1:
-        return
-    summary.checks.append(check.pk)
+    # Each step claims the check's next occurrence with a conditional UPDATE in the
+    # same transaction as its evaluation: of two checkers only the one whose UPDATE
+    # moved next_occurrence goes on, and an error rolls the claim back, so the
+    # occurrence is retried, not lost.
+    steps = to_evaluate + [following]
+    current = occurrence
     if skipped:
-        _record_skipped(check, skipped, now=now)
+        with transaction.atomic():
+            if not _claim(check, current, steps[0], now=now):
+                return
+            _record_skipped(check, skipped, now=now)
         summary.skipped += len(skipped)
-    for when in to_evaluate:
-        _evaluate_occurrence(check, when, now=now, summary=summary)
+        current = steps[0]
+    for when, after in zip(to_evaluate, steps[1:], strict=True):
+        with transaction.atomic():
+            if not _claim(check, current, after, now=now):
+                return
+            _evaluate_occurrence(check, when, now=now, summary=summary)
+        current = after
+    summary.checks.append(check.pk)
+
+
+def _claim(
+    check: Check, current: datetime, following: datetime, *, now: datetime
+) -> bool:
+    return (
+        Check.objects.filter(pk=check.pk, next_occurrence=current).update(
+            next_occurrence=following,
+            next_due_at=following + check.grace,
+            last_evaluated_at=now,
+            last_error="",
+        )
+        == 1
+    )
 
 
 def _iterate_from(check: Check, occurrence: datetime):
