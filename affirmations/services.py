@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from affirmations.models import (
@@ -238,29 +238,32 @@ def _evaluate_check(check: Check, *, now: datetime, summary: PassSummary) -> Non
     current = occurrence
     if skipped:
         with transaction.atomic():
-            if not _claim(check, current, steps[0], now=now):
+            if not _claim(check, current, steps[0], now=now, values={}):
                 return
             _record_skipped(check, skipped, now=now)
         summary.skipped += len(skipped)
         current = steps[0]
     for when, after in zip(to_evaluate, steps[1:], strict=True):
-        with transaction.atomic():
-            if not _claim(check, current, after, now=now):
-                return
-            _evaluate_occurrence(check, when, now=now, summary=summary)
+        if not _evaluate_occurrence(
+            check, current, when, after, now=now, summary=summary
+        ):
+            return
         current = after
     summary.checks.append(check.pk)
 
 
 def _claim(
-    check: Check, current: datetime, following: datetime, *, now: datetime
+    check: Check, current: datetime, following: datetime, *, now: datetime, values: dict
 ) -> bool:
+    """Move the check from ``current`` to ``following`` (and apply ``values``) only
+    if no other checker did it first."""
     return (
         Check.objects.filter(pk=check.pk, next_occurrence=current).update(
             next_occurrence=following,
             next_due_at=following + check.grace,
             last_evaluated_at=now,
             last_error="",
+            **values,
         )
         == 1
     )
@@ -290,60 +293,60 @@ def _record_skipped(check: Check, skipped: list[datetime], *, now: datetime) -> 
 
 
 def _evaluate_occurrence(
-    check: Check, occurrence: datetime, *, now: datetime, summary: PassSummary
-) -> None:
+    check: Check,
+    current: datetime,
+    occurrence: datetime,
+    following: datetime,
+    *,
+    now: datetime,
+    summary: PassSummary,
+) -> bool:
+    """Count, then in one transaction: claim the occurrence together with the
+    check's new status, record the evaluation and any flip. Returns False when
+    another checker had claimed it."""
     start, end = check.window_for(occurrence)
     observed = Affirmation.objects.in_window(
         check.name, start, end, received_by=occurrence + check.grace
     ).count()
     passed = check.passes(observed)
-    try:
-        with transaction.atomic():
-            evaluation = Evaluation.objects.create(
-                owner=check,
-                occurrence=occurrence,
-                window_start=start,
-                window_end=end,
-                observed=observed,
-                passed=passed,
-                evaluated_at=now,
-                min_count=check.min_count,
-                max_count=check.max_count,
-            )
-    except IntegrityError:  # evaluated already (a checker of an older schedule)
-        return
-    summary.evaluated += 1
-    summary.flips += _apply_result(check, evaluation, now=now)
-
-
-def _apply_result(check: Check, evaluation: Evaluation, *, now: datetime) -> int:
-    """Update the check's status from one evaluation; a change (or a reminder due)
-    goes to the outbox. Returns the flips created."""
-    check.refresh_from_db(
-        fields=[
-            "status",
-            "consecutive_failures",
-            "last_alert_at",
-            "failures_before_alert",
-        ]
-    )
-    if evaluation.passed:
-        recovered = check.status == Check.Status.FAILING
-        Check.objects.filter(pk=check.pk).update(
-            status=Check.Status.PASSING, consecutive_failures=0
+    values, kind = _next_status(check, passed, now=now)
+    with transaction.atomic():
+        if not _claim(check, current, following, now=now, values=values):
+            return False
+        evaluation = Evaluation.objects.create(
+            owner=check,
+            occurrence=occurrence,
+            window_start=start,
+            window_end=end,
+            observed=observed,
+            passed=passed,
+            evaluated_at=now,
+            min_count=check.min_count,
+            max_count=check.max_count,
         )
-        if recovered:
+        if kind:
             Flip.objects.create(
-                owner=check,
-                kind=Flip.Kind.RECOVERED,
-                evaluation=evaluation,
-                created_at=now,
+                owner=check, kind=kind, evaluation=evaluation, created_at=now
             )
-            return 1
-        return 0
+    # The next occurrence of this pass starts from the state just written.
+    for name, value in values.items():
+        setattr(check, name, value)
+    summary.evaluated += 1
+    summary.flips += 1 if kind else 0
+    return True
+
+
+def _next_status(check: Check, passed: bool, *, now: datetime) -> tuple[dict, str]:
+    """The check's fields after one evaluation, and the flip to send ("" for none):
+    failing after ``failures_before_alert`` failures in a row, recovered on the
+    first pass after, reminders while failing."""
+    if passed:
+        values = {"status": Check.Status.PASSING, "consecutive_failures": 0}
+        recovered = check.status == Check.Status.FAILING
+        return values, Flip.Kind.RECOVERED if recovered else ""
     failures = check.consecutive_failures + 1
     values = {"consecutive_failures": failures}
-    kind = None
+    kind = ""
     if check.status != Check.Status.FAILING and failures >= check.failures_before_alert:
         values["status"] = Check.Status.FAILING
         kind = Flip.Kind.FAILING
@@ -358,13 +361,7 @@ def _apply_result(check: Check, evaluation: Evaluation, *, now: datetime) -> int
         kind = Flip.Kind.REMINDER
     if kind:
         values["last_alert_at"] = now
-    Check.objects.filter(pk=check.pk).update(**values)
-    if kind:
-        Flip.objects.create(
-            owner=check, kind=kind, evaluation=evaluation, created_at=now
-        )
-        return 1
-    return 0
+    return values, kind
 
 
 def checker_run_once(*, now: datetime | None = None) -> PassSummary:
