@@ -69,6 +69,9 @@ def _build(
     remote_addr: str | None,
     now: datetime,
 ) -> Affirmation:
+    if "\x00" in (data or ""):
+        # PostgreSQL's text columns refuse NUL; say so instead of failing the INSERT.
+        raise ValidationError({"data": ["NUL characters are not allowed."]})
     data, truncated = _bounded(data or "")
     occurred_at, note = _occurred(client_time, now)
     affirmation = Affirmation(

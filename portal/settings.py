@@ -397,6 +397,8 @@ SPECTACULAR_SETTINGS = {
         "PipelineRunTriggerEnum": "packages_app.models.PipelineRun.Trigger",
         "TaskStateEnum": "fleet.models.Task.State",
         "AgentStateEnum": "fleet.models.Agent.State",
+        "CheckStatusEnum": "affirmations.models.Check.Status",
+        "AffirmationSourceEnum": "affirmations.models.Affirmation.Source",
     },
 }
 

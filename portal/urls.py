@@ -4,10 +4,12 @@ SLAMon-compatible fleet protocol."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from affirmations.urls import compat_urlpatterns as affirmative_compat
+from affirmations.urls import oneliner_urlpatterns as affirm_oneliner
 from fleet.urls import protocol_urlpatterns as fleet_protocol
 from packages_app.urls import compat_urlpatterns as pipeline_compat
 from portal import views
@@ -21,6 +23,7 @@ api_v1 = [
     path("", include(router.urls)),
     path("", include("packages_app.urls")),
     path("fleet/", include("fleet.urls")),
+    path("affirmations/", include("affirmations.urls")),
 ]
 
 handler404 = "portal.views.page_not_found"
@@ -34,6 +37,15 @@ urlpatterns = [
     path("api/", include((pipeline_compat, "pipelines"))),
     # The SLAMon Agent Fleet Manager's protocol; agents use http://host/fleet.
     path("fleet/", include((fleet_protocol, "fleet"))),
+    # The original Affirmative's API; clients that only take a base URL carry an
+    # API key in it: http://host/k/<key> (redacted from logs).
+    path("affirmative/", include((affirmative_compat, "affirmative"))),
+    re_path(
+        r"^k/(?P<api_key>[^/]+)/affirmative/",
+        include((affirmative_compat, "affirmative-keyed")),
+    ),
+    # curl from anywhere: the check's key is the credential.
+    path("affirm/", include((affirm_oneliner, "affirm"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/",

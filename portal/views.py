@@ -24,7 +24,7 @@ from portal.serializers import (
 from portal.ticks import TICKS, get_tick
 
 # Paths answered in JSON even when no route matches: API clients parse the body.
-JSON_PATH_PREFIXES = ("/api/", "/fleet/")
+JSON_PATH_PREFIXES = ("/api/", "/fleet/", "/affirmative/", "/k/", "/affirm/")
 
 
 def page_not_found(request, exception):

@@ -130,3 +130,10 @@ def test_the_command_runs_one_pass():
 def test_the_command_refuses_a_bad_interval():
     with pytest.raises(CommandError, match="--interval"):
         call_command("check_affirmations", "--loop", "--interval", "0")
+
+
+def test_nul_characters_in_data_are_refused_naming_the_field():
+    with pytest.raises(ValidationError) as caught:
+        services.affirm(name="x", data="a\x00b", source=API)
+    assert "data" in caught.value.message_dict
+    assert not Affirmation.objects.exists()

@@ -55,6 +55,11 @@ API_V1_OPERATIONS = {
     "GET /api/v1/fleet/agents/",
     "GET /api/v1/fleet/agents/{id}/",
     "GET /api/v1/fleet/stats/",
+    "POST /api/v1/affirmations/affirm/",
+    "GET /api/v1/affirmations/checks/",
+    "GET /api/v1/affirmations/checks/{key}/",
+    "GET /api/v1/affirmations/checks/{key}/evaluations/",
+    "GET /api/v1/affirmations/affirmations/",
 }
 
 
