@@ -13,6 +13,8 @@ ADDR="${1:-127.0.0.1:8000}"
 export PIPELINE_GIT_SCHEMES="${PIPELINE_GIT_SCHEMES:-https,ssh,git,file}"
 export PIPELINE_OPEN_REQUEST="${PIPELINE_OPEN_REQUEST:-1}"
 export FLEET_OPEN_BPMS="${FLEET_OPEN_BPMS:-1}"
+# The original Affirmative clients' endpoints (/affirmative/...) are open too.
+export AFFIRMATIONS_OPEN_COMPAT="${AFFIRMATIONS_OPEN_COMPAT:-1}"
 # Links in emails and the demo's hints point at where this server listens.
 export SITE_URL="${SITE_URL:-http://$ADDR}"
 ensure_venv requirements.txt
