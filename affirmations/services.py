@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from affirmations.models import (
@@ -197,6 +197,10 @@ def evaluate_due(
         .exclude(status=Check.Status.PAUSED)
         .order_by("next_due_at", "id")[:limit]
     )
+    if connection.vendor == "postgresql":
+        # The usual case, one occurrence due, for all checks at once; the rest
+        # (catch-up, skips, errors) one by one below.
+        due = _evaluate_batch(due, now=now, summary=summary)
     for check in due:
         try:
             _evaluate_check(check, now=now, summary=summary)
@@ -210,6 +214,137 @@ def evaluate_due(
     if summary.evaluated or summary.skipped or summary.errors:
         logger.info("affirmations checker: %s", summary)
     return summary
+
+
+# Per batch, on PostgreSQL: the counts of every window in one statement, then in
+# one transaction the claims (one UPDATE … RETURNING), the evaluations and the flips
+# (one INSERT each): 4 round trips and one commit instead of ~4 per check.
+COUNT_WINDOWS_SQL = """
+SELECT w.i, (
+    SELECT count(*) FROM affirmations_affirmation a
+    WHERE a.name = w.name AND a.occurred_at > w.start AND a.occurred_at <= w.stop
+      AND a.received_at <= w.received_by
+)
+FROM unnest(%s::int[], %s::text[], %s::timestamptz[], %s::timestamptz[],
+            %s::timestamptz[]) AS w(i, name, start, stop, received_by)
+"""
+# Rows another checker holds are skipped (it evaluates them); locking in id order
+# keeps two checkers' batches from deadlocking.
+CLAIM_BATCH_SQL = """
+WITH v AS (
+    SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[],
+                         %s::text[], %s::int[], %s::timestamptz[])
+        AS v(id, current_occurrence, following, status, failures, alerted)
+), mine AS (
+    SELECT c.id FROM affirmations_check c
+    JOIN v ON v.id = c.id AND c.next_occurrence = v.current_occurrence
+    ORDER BY c.id FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE affirmations_check AS c SET
+    next_occurrence = v.following,
+    next_due_at = v.following + c.grace,
+    last_evaluated_at = %s,
+    last_error = '',
+    status = COALESCE(v.status, c.status),
+    consecutive_failures = v.failures,
+    last_alert_at = COALESCE(v.alerted, c.last_alert_at)
+FROM v, mine
+WHERE c.id = mine.id AND v.id = c.id
+RETURNING c.id
+"""
+
+
+def _single_due(check: Check, now: datetime) -> datetime | None:
+    """The occurrence after ``check.next_occurrence`` when exactly that one is
+    due (the usual case), else None."""
+    when = _iterate_from(check, check.next_occurrence)
+    first, following = next(when), next(when)
+    if first + check.grace <= now < following + check.grace:
+        return following
+    return None
+
+
+def _evaluate_batch(
+    due: list[Check], *, now: datetime, summary: PassSummary
+) -> list[Check]:
+    """Evaluate every check with one occurrence due at once; returns the others
+    (and, if the batch fails, all of them) for the one-by-one path."""
+    batch, rest = [], []
+    for check in due:
+        try:
+            following = _single_due(check, now)
+        except Exception:  # the one-by-one path records the error
+            following = None
+        if following is None:
+            rest.append(check)
+        else:
+            batch.append((check, check.next_occurrence, following))
+    if not batch:
+        return rest
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                COUNT_WINDOWS_SQL,
+                [
+                    list(range(len(batch))),
+                    [check.name for check, _, _ in batch],
+                    [occurrence - check.lookback for check, occurrence, _ in batch],
+                    [occurrence for _, occurrence, _ in batch],
+                    [occurrence + check.grace for check, occurrence, _ in batch],
+                ],
+            )
+            observed = dict(cursor.fetchall())
+        rows = []
+        for i, (check, occurrence, following) in enumerate(batch):
+            passed = check.passes(observed[i])
+            values, kind = _next_status(check, passed, now=now)
+            rows.append(
+                (check, occurrence, following, observed[i], passed, values, kind)
+            )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                CLAIM_BATCH_SQL,
+                [
+                    [row[0].pk for row in rows],
+                    [row[1] for row in rows],
+                    [row[2] for row in rows],
+                    [row[5].get("status") for row in rows],
+                    [row[5]["consecutive_failures"] for row in rows],
+                    [row[5].get("last_alert_at") for row in rows],
+                    now,
+                ],
+            )
+            claimed = {pk for (pk,) in cursor.fetchall()}
+            rows = [row for row in rows if row[0].pk in claimed]
+            evaluations = Evaluation.objects.bulk_create(
+                Evaluation(
+                    owner=check,
+                    occurrence=occurrence,
+                    window_start=occurrence - check.lookback,
+                    window_end=occurrence,
+                    observed=count,
+                    passed=passed,
+                    evaluated_at=now,
+                    min_count=check.min_count,
+                    max_count=check.max_count,
+                )
+                for check, occurrence, _, count, passed, _, _ in rows
+            )
+            Flip.objects.bulk_create(
+                Flip(owner=row[0], kind=row[6], evaluation=evaluation, created_at=now)
+                for row, evaluation in zip(rows, evaluations, strict=True)
+                if row[6]
+            )
+    except Exception:
+        logger.exception("affirmations checker: batch failed, one by one instead")
+        return due
+    for check, _, _, _, _, values, kind in rows:
+        for name, value in values.items():
+            setattr(check, name, value)
+        summary.evaluated += 1
+        summary.flips += 1 if kind else 0
+        summary.checks.append(check.pk)
+    return rest
 
 
 def _evaluate_check(check: Check, *, now: datetime, summary: PassSummary) -> None:

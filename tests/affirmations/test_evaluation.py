@@ -10,7 +10,7 @@ import time_machine
 from django.db import connection
 
 from affirmations import services
-from affirmations.models import Affirmation, Check, Evaluation
+from affirmations.models import Affirmation, Check, Evaluation, Flip
 from portal.ticks import get_tick
 
 pytestmark = pytest.mark.django_db
@@ -164,30 +164,44 @@ def test_occurrences_beyond_the_catch_up_limit_are_recorded_as_skipped():
     )
 
 
-def test_one_checks_error_does_not_stop_the_others_and_is_retried(monkeypatch):
+def test_one_checks_error_does_not_stop_the_others_and_is_retried():
     broken = make_check(name="broken_event")
     fine = make_check(name="fine_event")
-    real = Affirmation.objects.in_window
-
-    def in_window(name, *args, **kwargs):
-        if name == "broken_event":
-            raise RuntimeError("the database said no")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(Affirmation.objects, "in_window", in_window)
+    # A schedule that slipped past validation (edited in the database by hand).
+    Check.objects.filter(pk=broken.pk).update(schedule="61 * * * *")
 
     summary = run_checker(T + timedelta(minutes=5))
 
     assert (summary.evaluated, summary.errors) == (1, 1)
     assert Evaluation.objects.filter(owner=fine).count() == 1
     broken.refresh_from_db()
-    assert "the database said no" in broken.last_error
+    assert "Bad minute" in broken.last_error
     assert broken.next_occurrence == T  # not lost: retried
-    monkeypatch.setattr(Affirmation.objects, "in_window", real)
+    assert broken.next_due_at == T + timedelta(minutes=6)  # a minute later
+    Check.objects.filter(pk=broken.pk).update(schedule="0 * * * *")
     assert run_checker(T + timedelta(minutes=7)).evaluated == 1
     broken.refresh_from_db()
     assert broken.last_error == ""
     assert Evaluation.objects.filter(owner=broken, occurrence=T).count() == 1
+
+
+def test_an_error_after_the_claim_rolls_it_back(monkeypatch):
+    check = make_check()
+
+    def broken_create(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Evaluation.objects, "create", broken_create)
+    monkeypatch.setattr(Evaluation.objects, "bulk_create", broken_create)
+
+    summary = run_checker(T + timedelta(minutes=5))
+
+    assert summary.errors == 1
+    check.refresh_from_db()
+    assert check.next_occurrence == T  # the claim was rolled back
+    assert "disk full" in check.last_error
+    monkeypatch.undo()
+    assert run_checker(T + timedelta(minutes=7)).evaluated == 1
 
 
 def test_paused_checks_are_not_evaluated_and_resume_from_the_next_occurrence():
@@ -245,3 +259,32 @@ def test_two_checkers_at_once_evaluate_each_occurrence_exactly_once():
     for check in checks:
         check.refresh_from_db()
         assert check.next_occurrence == T + timedelta(minutes=6)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_checkers_at_once_with_one_occurrence_due_each_evaluate_it_once():
+    """The usual case (on PostgreSQL, the batched path): one occurrence due."""
+    checks = [make_check(name=f"event_{n}") for n in range(30)]
+    barrier = threading.Barrier(2)
+    errors: list[str] = []
+
+    def checker() -> None:
+        try:
+            barrier.wait(timeout=30)
+            run_checker(T + timedelta(minutes=5))
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=checker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert sorted(Evaluation.objects.values_list("owner", flat=True)) == sorted(
+        c.pk for c in checks
+    )
+    assert Flip.objects.count() == 30  # each failed once: one flip each
