@@ -611,8 +611,47 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class AffirmationAddForm(forms.ModelForm):
+    """An operator affirms an event by hand (any name, not only a check's)."""
+
+    class Meta:
+        model = Affirmation
+        fields = ["name", "data"]
+        help_texts = {"data": "Optional; up to 10 KB are kept."}
+
+
 @admin.register(Affirmation)
 class AffirmationAdmin(ReadOnlyAdmin):
+    add_form = AffirmationAddForm
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.has_perm("affirmations.add_affirmation")
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name", "data"]
+        return super().get_fields(request, obj)
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:  # pragma: no cover - records are never changed here
+            return
+        # The same service as the APIs; the instance it stored becomes the form's.
+        stored = services.affirm(
+            name=form.cleaned_data["name"],
+            data=form.cleaned_data.get("data") or "",
+            source=Affirmation.Source.ADMIN,
+            user=request.user,
+            remote_addr=request.META.get("REMOTE_ADDR"),
+        )
+        obj.pk = stored.pk
+        obj.__dict__.update({k: v for k, v in stored.__dict__.items() if k != "_state"})
+        obj._state.adding = False
+
     list_display = [
         "id",
         "name",

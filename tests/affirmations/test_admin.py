@@ -579,7 +579,9 @@ def test_it_lists_affirmations_read_only(admin_client, admin_user):
     )
 
     response = admin_client.get(AFFIRMATIONS + "?source__exact=signoff&q=orders")
-    add = admin_client.get(AFFIRMATIONS + "add/")
+    change = admin_client.post(
+        AFFIRMATIONS + f"{Affirmation.objects.get().pk}/change/", {"name": "edited"}
+    )
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -588,7 +590,8 @@ def test_it_lists_affirmations_read_only(admin_client, admin_user):
     assert "x" * 81 not in html
     assert "Sign-off" in html
     assert "client time ignored" in html
-    assert add.status_code == 403
+    assert change.status_code == 403  # a record: never edited
+    assert Affirmation.objects.get().name == "orders_exported"
 
 
 @time_machine.travel(NOW, tick=False)
@@ -604,3 +607,28 @@ def test_it_lists_evaluations_read_only(admin_client):
     assert 'data-result="failed">Failed</span>' in html
     assert 'data-result="skipped">Skipped</span> the checker was behind' in html
     assert str(check) in html
+
+
+def test_an_operator_adds_an_affirmation_by_hand_recorded_as_admin(
+    client, operator_user
+):
+    client.force_login(operator_user)
+    response = client.post(
+        "/admin/affirmations/affirmation/add/",
+        {"name": "manual_check_done", "data": "looked at the dashboards"},
+    )
+    assert response.status_code == 302
+    stored = Affirmation.objects.get()
+    assert (stored.name, stored.data) == (
+        "manual_check_done",
+        "looked at the dashboards",
+    )
+    assert stored.source == Affirmation.Source.ADMIN
+    assert stored.user == operator_user
+
+
+def test_a_viewer_cannot_add_affirmations(client, viewer_user):
+    client.force_login(viewer_user)
+    response = client.post("/admin/affirmations/affirmation/add/", {"name": "x"})
+    assert response.status_code == 403
+    assert not Affirmation.objects.exists()
