@@ -87,10 +87,29 @@ def task_count(state: str) -> Coalesce:
     return Coalesce(Subquery(tasks, output_field=IntegerField()), 0)
 
 
+class LabelsField(forms.CharField):
+    """Labels typed as text ("eu, gpu"), a sorted list in Python; the same set
+    typed in another order is no change."""
+
+    def to_python(self, value) -> list[str]:
+        return parse_labels(super().to_python(value))
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def has_changed(self, initial, data) -> bool:
+        try:
+            return self.to_python(data) != (
+                initial if isinstance(initial, list) else self.to_python(initial)
+            )
+        except ValidationError:
+            return True
+
+
 class AgentForm(forms.ModelForm):
     """Name and labels; the labels typed as text, stored as a sorted list."""
 
-    labels = forms.CharField(
+    labels = LabelsField(
         required=False,
         widget=forms.TextInput(attrs={**MONOSPACE, "size": 60}),
         help_text="Separated by commas, e.g. eu, gpu. A task with required labels "
@@ -100,14 +119,6 @@ class AgentForm(forms.ModelForm):
     class Meta:
         model = Agent
         fields = ["name", "labels"]
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not self.is_bound:
-            self.initial["labels"] = ", ".join(self.instance.labels or [])
-
-    def clean_labels(self) -> list[str]:
-        return parse_labels(self.cleaned_data["labels"])
 
 
 class AgentStateFilter(admin.SimpleListFilter):

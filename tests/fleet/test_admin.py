@@ -541,3 +541,19 @@ def test_it_deletes_only_finished_tasks(admin_client):
     assert refused.status_code == 403
     assert deleted.status_code == 302
     assert list(Task.objects.all()) == [pending]
+
+
+def test_saving_an_agent_with_the_same_labels_changes_nothing(admin_client):
+    import json
+
+    from django.contrib.admin.models import LogEntry
+
+    agent = Agent.objects.create(name="edge-1", labels=["eu", "gpu"])
+
+    response = admin_client.post(
+        f"{AGENTS}{agent.pk}/change/", {"name": "edge-1", "labels": "gpu, eu"}
+    )
+
+    assert response.status_code == 302
+    entry = LogEntry.objects.latest("action_time")
+    assert json.loads(entry.change_message) == []  # "No fields changed."
