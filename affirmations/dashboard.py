@@ -16,6 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from affirmations.models import Check, Evaluation
 from portal import dashboard
+from portal.dashboard import format_age
 
 Status = Check.Status
 
@@ -40,18 +41,6 @@ def status_badge(status: str | None) -> SafeString:
 
 def check_url(check_id: int) -> str:
     return reverse("admin:affirmations_check_change", args=[check_id])
-
-
-def format_age(seconds: float) -> str:
-    """``42 s``, ``14 min``, ``5 h``, ``2 d``."""
-    whole = max(0, int(seconds))
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min"
-    if whole < 86400:
-        return f"{whole // 3600} h"
-    return f"{whole // 86400} d"
 
 
 def relative(value: datetime, now: datetime) -> str:

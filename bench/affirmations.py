@@ -70,7 +70,6 @@ import platform
 import pstats
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -81,6 +80,13 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from _common import (
+    create_database,
+    drop_database,
+    free_port,
+    setup_django,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -112,36 +118,6 @@ GOLDEN = 0.6180339887498949
 # --- Set-up ---------------------------------------------------------------------
 
 
-def admin_dsn(database_url: str) -> tuple[str, str]:
-    """The server's maintenance database URL and the bench database's name."""
-    base, _, name = database_url.rpartition("/")
-    return f"{base}/postgres", name.split("?")[0]
-
-
-def database_exec(database_url: str, sql: str) -> None:
-    import psycopg2
-
-    url, _ = admin_dsn(database_url)
-    conn = psycopg2.connect(url)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(sql)
-    finally:
-        conn.close()
-
-
-def create_database(database_url: str) -> None:
-    _, name = admin_dsn(database_url)
-    database_exec(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    database_exec(database_url, f'CREATE DATABASE "{name}"')
-
-
-def drop_database(database_url: str) -> None:
-    _, name = admin_dsn(database_url)
-    database_exec(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def portal_env(var_dir: str, database_url: str) -> None:
     """Point this process at the throw-away portal."""
     for name in ("REDIS_URL", "PACKAGES_RUNS_DIR", "PACKAGES_ENVS_DIR", "STATIC_ROOT"):
@@ -157,13 +133,6 @@ def portal_env(var_dir: str, database_url: str) -> None:
             "LOG_LEVEL": "WARNING",
         }
     )
-
-
-def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def sql(statement: str, params=None, *, fetch: bool = False):
@@ -516,12 +485,6 @@ SCENARIOS = [
     ("API affirm, 1 event/POST", API_PATH, 1),
     ("API affirm, 50 events/POST", API_PATH, 50),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -14,6 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from fleet.models import Agent, Task
 from portal import dashboard
+from portal.dashboard import format_age
 
 AgentState = Agent.State
 TaskState = Task.State
@@ -50,18 +51,6 @@ def task_badge(state: str | None) -> SafeString:
     return dashboard.badge(
         state, label or "", TASK_TONES.get(state, "muted"), data="state"
     )
-
-
-def format_age(seconds: float) -> str:
-    """``42 s``, ``3 min``, ``5 h``, ``2 d``: how long ago, or how long waiting."""
-    whole = max(0, int(seconds))
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min"
-    if whole < 86400:
-        return f"{whole // 3600} h"
-    return f"{whole // 86400} d"
 
 
 def time_ago(value: datetime | None, now: datetime | None = None) -> SafeString:

@@ -108,6 +108,18 @@ def render_panels(request) -> list[dict]:
     return rendered
 
 
+def format_age(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``5 h``, ``2 d``: how long ago, or how long waiting."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min"
+    if whole < 86400:
+        return f"{whole // 3600} h"
+    return f"{whole // 86400} d"
+
+
 def badge(
     value: str | None, label: str, tone: str, *, data: str = "status"
 ) -> SafeString:
