@@ -68,7 +68,6 @@ import multiprocessing as mp
 import os
 import platform
 import pstats
-import shutil
 import signal
 import statistics
 import subprocess
@@ -82,15 +81,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from _common import (
+    STARTED,
+    _stop,
+    children_of,
+    cleanup,
     create_database,
-    drop_database,
     free_port,
+    percentile,
     setup_django,
+    stop,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-STARTED: list[subprocess.Popen] = []
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/affirm_bench"
 LOOKBACKS = [
     timedelta(minutes=20),
@@ -256,11 +259,6 @@ def load_affirmations(
 
 
 # --- Measuring ------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def one_pass(*, due: int, now: datetime) -> float:
@@ -487,26 +485,6 @@ SCENARIOS = [
 ]
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    head, _, tail = text.rpartition(")")
-    return [head.split("(", 1)[1], *tail.split()]
-
-
-def children_of(ppid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and int(fields[2]) == ppid:
-                pids.append(int(entry))
-    return pids
-
-
 def start_server(tmp: str, workers: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     log = Path(tmp) / "gunicorn.log"
@@ -547,26 +525,6 @@ def start_server(tmp: str, workers: int) -> tuple[subprocess.Popen, int]:
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"gunicorn did not answer on port {port}")
-
-
-def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM (gunicorn: graceful stop), then SIGKILL; by PID only."""
-    if proc.poll() is not None:
-        return
-    children = {pid: (_stat(pid) or [None] * 22)[20] for pid in children_of(proc.pid)}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for pid, started in children.items():  # workers normally leave with it
-        fields = _stat(pid)
-        if started is not None and fields and fields[20] == started:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def body_for(path: str, name: str, size: int) -> bytes:
@@ -655,8 +613,8 @@ def ingest_run(port, path, headers, size, requests, clients, procs, run) -> dict
     return {
         "events_s": sent / elapsed,
         "requests_s": clients * requests / elapsed,
-        "p50": percentile(latencies, 50) if latencies else float("nan"),
-        "p99": percentile(latencies, 99) if latencies else float("nan"),
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
         "sent": sent,
         "stored": stored,
         "errors": errors,
@@ -812,26 +770,6 @@ def evaluation(args, sizes: list[int], now: datetime) -> bool:
         f" EXPLAIN ANALYZE execution of one {LONGEST} count)"
     )
     return True
-
-
-def cleanup(tmp: str, database_url: str) -> None:
-    for proc in STARTED:
-        stop(proc, timeout=10)
-    try:
-        from django.db import connections
-
-        connections.close_all()
-    except Exception:
-        pass
-    try:
-        drop_database(database_url)
-    except Exception as exc:
-        print(f"(cleanup: could not drop the database: {exc})", file=sys.stderr)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _stop(signum, frame) -> None:
-    raise SystemExit(f"stopped by {signal.Signals(signum).name}")
 
 
 def main() -> None:

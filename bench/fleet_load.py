@@ -65,7 +65,6 @@ import multiprocessing as mp
 import os
 import platform
 import pstats
-import shutil
 import signal
 import socket
 import statistics
@@ -80,10 +79,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import (
+    STARTED,
+    _stat,
+    _stop,
+    children_of,
+    cleanup,
     create_database,
-    drop_database,
     free_port,
+    percentile,
     setup_django,
+    stop,
 )
 
 # The checkout served and migrated (--root: e.g. a worktree with a patch to compare).
@@ -95,7 +100,6 @@ TASK_TYPE, TASK_VERSION = "wait", 1
 # A run whose queue is not drained by then has lost tasks.
 DRAIN_TIMEOUT = 120.0
 BARRIER_TIMEOUT = 300.0
-STARTED: list[subprocess.Popen] = []
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Written next to the temporary VAR_DIR with --profile: every request a worker
@@ -244,52 +248,7 @@ def start_server(spec: str, tmp: str, config: str | None = None) -> Server:
     raise SystemExit(f"gunicorn did not answer /fleet/status on port {server.port}")
 
 
-def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM (gunicorn: graceful stop), then SIGKILL; by PID only."""
-    if proc.poll() is not None:
-        return
-    children = {pid: started_at(pid) for pid in children_of(proc.pid)}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for pid, started in children.items():  # workers normally leave with it
-        if started is not None and started_at(pid) == started:  # not a new PID
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 # --- /proc accounting -------------------------------------------------------------
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: split after its closing one.
-    head, _, tail = text.rpartition(")")
-    return [head.split("(", 1)[1], *tail.split()]
-
-
-def started_at(pid: int) -> int | None:
-    fields = _stat(pid)
-    return int(fields[20]) if fields else None
-
-
-def children_of(ppid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and int(fields[2]) == ppid:
-                pids.append(int(entry))
-    return pids
 
 
 def server_pids(server: Server) -> list[int]:
@@ -553,13 +512,6 @@ class RunResult:
     cpu_load_ms: float
     cpu_other_ms: float  # the rest of the busy time: kernel, other processes
     busy: float  # share of all cores busy over the drain
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -1113,26 +1065,6 @@ def run_py_spy(spec: str, tmp: str, args, agents: int) -> bool:
     return not result.problems
 
 
-def cleanup(tmp: str, database_url: str) -> None:
-    for proc in STARTED:
-        stop(proc, timeout=10)
-    try:
-        from django.db import connections
-
-        connections.close_all()
-    except Exception:
-        pass
-    try:
-        drop_database(database_url)
-    except Exception as exc:
-        print(f"(cleanup: could not drop the database: {exc})", file=sys.stderr)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _stop(signum, frame) -> None:
-    raise SystemExit(f"stopped by {signal.Signals(signum).name}")
-
-
 def main() -> None:
     global ROOT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1172,7 +1104,7 @@ def main() -> None:
     try:
         create_database(args.database_url)
         portal_env(tmp, args.database_url)
-        setup_django()
+        setup_django(ROOT)
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
