@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import setup_django
+
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 GiB = 1 << 30
@@ -71,13 +73,6 @@ def portal_env(var_dir: str) -> None:
             "PACKAGES_KILL_GRACE": str(KILL_GRACE),
         }
     )
-
-
-def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def output_command(size: int) -> list[str]:
