@@ -27,7 +27,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from affirmations import services
 from affirmations.models import Affirmation, Check, Evaluation
-from portal.api import ApiKeyAuthentication
+from portal.api import ApiKeyAuthentication, json_error, json_method_not_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -54,22 +54,6 @@ class BadInput(Exception):
         self.field = field
 
 
-def _error(message: str, status: int = 400, field: str = "") -> JsonResponse:
-    body = {"error": message}
-    if field:
-        body["field"] = field
-    return JsonResponse(body, status=status)
-
-
-def _method_not_allowed(request: HttpRequest, allowed: list[str]) -> JsonResponse:
-    response = _error(
-        f"Method {request.method} is not allowed here; use {' or '.join(allowed)}.",
-        status=405,
-    )
-    response["Allow"] = ", ".join(allowed)
-    return response
-
-
 def _remote(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
@@ -88,18 +72,20 @@ def _caller(request: HttpRequest, api_key: str | None, *, write: bool):
     except AuthenticationFailed as exc:
         # Never the path: it carries the key.
         logger.warning("affirmations: refused API key from %s", _remote(request))
-        return None, _error(str(exc.detail), status=401)
+        return None, json_error(str(exc.detail), status=401)
     if found is None:
         if settings.AFFIRMATIONS_OPEN_COMPAT:
             return None, None
-        return None, _error(
+        return None, json_error(
             f"An API key with the '{SCOPE}:{access}' scope is required (X-Api-Key "
             "header, or /k/<key>/affirmative/... as the base URL).",
             status=401,
         )
     user, key = found
     if not key.allows(SCOPE, write=write):
-        return None, _error(f"This API key lacks the '{SCOPE}:{access}' scope.", 403)
+        return None, json_error(
+            f"This API key lacks the '{SCOPE}:{access}' scope.", 403
+        )
     return user, None
 
 
@@ -179,14 +165,14 @@ def parse_store(body: dict) -> list[dict]:
     return parsed
 
 
-def _batch_error(exc: ValidationError) -> JsonResponse:
+def _batchjson_error(exc: ValidationError) -> JsonResponse:
     message = " ".join(exc.messages)
     match = ITEM_ERROR.match(message)
     if not match:
-        return _error(message, field="events")
+        return json_error(message, field="events")
     index, field = match.groups()
     field = SERVICE_TO_WIRE.get(field, field)
-    return _error(message, field=f"events[{index}].{field}")
+    return json_error(message, field=f"events[{index}].{field}")
 
 
 # --- The original's endpoints ----------------------------------------------------
@@ -197,14 +183,14 @@ def store(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
     """``POST /affirmative/store``: ``{"events": [{"name", "data", "time"}]}``,
     all or nothing."""
     if request.method != "POST":
-        return _method_not_allowed(request, ["POST"])
+        return json_method_not_allowed(request, ["POST"])
     user, refused = _caller(request, api_key, write=True)
     if refused:
         return refused
     try:
         events = parse_store(_json_object(request))
     except BadInput as exc:
-        return _error(exc.message, field=exc.field)
+        return json_error(exc.message, field=exc.field)
     try:
         stored = services.affirm_batch(
             events=events,
@@ -213,7 +199,7 @@ def store(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
             remote_addr=_remote(request),
         )
     except ValidationError as exc:
-        return _batch_error(exc)
+        return _batchjson_error(exc)
     return JsonResponse({"stored": len(stored)})
 
 
@@ -221,16 +207,16 @@ def store(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
 def simplest(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
     """``POST /affirmative/simplest``: form field ``event_name``; data is "ok"."""
     if request.method != "POST":
-        return _method_not_allowed(request, ["POST"])
+        return json_method_not_allowed(request, ["POST"])
     user, refused = _caller(request, api_key, write=True)
     if refused:
         return refused
     try:
         name = request.POST.get("event_name")
     except RequestDataTooBig:
-        return _error("The body is too large.", field="event_name")
+        return json_error("The body is too large.", field="event_name")
     if not name:
-        return _error("Required: the form field event_name.", field="event_name")
+        return json_error("Required: the form field event_name.", field="event_name")
     try:
         services.affirm(
             name=name,
@@ -240,7 +226,7 @@ def simplest(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
             remote_addr=_remote(request),
         )
     except ValidationError as exc:
-        return _error(" ".join(exc.messages), field="event_name")
+        return json_error(" ".join(exc.messages), field="event_name")
     return JsonResponse({"stored": 1})
 
 
@@ -258,14 +244,14 @@ def _limit(request: HttpRequest) -> int:
 def events(request: HttpRequest, name: str, api_key: str | None = None):
     """``GET /affirmative/events/<name>``: its affirmations, newest first."""
     if request.method not in ("GET", "HEAD"):
-        return _method_not_allowed(request, ["GET"])
+        return json_method_not_allowed(request, ["GET"])
     _, refused = _caller(request, api_key, write=False)
     if refused:
         return refused
     try:
         limit = _limit(request)
     except BadInput as exc:
-        return _error(exc.message, field=exc.field)
+        return json_error(exc.message, field=exc.field)
     rows = Affirmation.objects.filter(name=name).order_by("-occurred_at", "-id")
     return JsonResponse(
         [
@@ -322,7 +308,7 @@ def check_history() -> dict[str, list[dict]]:
 def get_check_history(request: HttpRequest, api_key: str | None = None):
     """``GET /affirmative/get_check_history``: ``{key: [last evaluations]}``."""
     if request.method not in ("GET", "HEAD"):
-        return _method_not_allowed(request, ["GET"])
+        return json_method_not_allowed(request, ["GET"])
     _, refused = _caller(request, api_key, write=False)
     if refused:
         return refused
@@ -350,10 +336,10 @@ def oneliner(request: HttpRequest, key: str) -> JsonResponse:
     """``GET|POST /affirm/<check-key>``: affirm the check's event; the key is the
     credential. ``data`` from the query string, a form field or the body text."""
     if request.method not in ("GET", "POST"):
-        return _method_not_allowed(request, ["GET", "POST"])
+        return json_method_not_allowed(request, ["GET", "POST"])
     name = Check.objects.filter(key=key).values_list("name", flat=True).first()
     if name is None:
-        return _error("Unknown check key.", status=404, field="key")
+        return json_error("Unknown check key.", status=404, field="key")
     try:
         data = _oneliner_data(request)
         if "\x00" in data:
@@ -365,10 +351,10 @@ def oneliner(request: HttpRequest, key: str) -> JsonResponse:
             remote_addr=_remote(request),
         )
     except RequestDataTooBig:
-        return _error("The body is too large.", field="data")
+        return json_error("The body is too large.", field="data")
     except BadInput as exc:
-        return _error(exc.message, field=exc.field)
+        return json_error(exc.message, field=exc.field)
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
-        return _error(" ".join(messages), field=field)
+        return json_error(" ".join(messages), field=field)
     return JsonResponse({"affirmed": name, "id": affirmation.pk})

@@ -21,26 +21,9 @@ from fleet import protocol, services
 from fleet.authentication import AgentAuthError, authenticate_agent
 from fleet.models import Task
 from fleet.protocol import ProtocolError
-from portal.api import ApiKeyAuthentication
+from portal.api import ApiKeyAuthentication, json_error, json_method_not_allowed
 
 logger = logging.getLogger(__name__)
-
-
-def _error(message: str, status: int = 400, field: str = "", **extra) -> JsonResponse:
-    body = {"error": message}
-    if field:
-        body["field"] = field
-    body.update(extra)
-    return JsonResponse(body, status=status)
-
-
-def _method_not_allowed(request: HttpRequest, allowed: list[str]) -> JsonResponse:
-    response = _error(
-        f"Method {request.method} is not allowed here; use {' or '.join(allowed)}.",
-        status=405,
-    )
-    response["Allow"] = ", ".join(allowed)
-    return response
 
 
 def _json_body(request: HttpRequest) -> dict:
@@ -55,7 +38,7 @@ def _remote(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
-def _agent_or_error(request: HttpRequest, token: str | None):
+def _agent_orjson_error(request: HttpRequest, token: str | None):
     try:
         return authenticate_agent(request, token), None
     except AgentAuthError as exc:
@@ -65,15 +48,15 @@ def _agent_or_error(request: HttpRequest, token: str | None):
             request.path_info.split("/a/")[0] if token else request.path_info,
             exc,
         )
-        return None, _error(str(exc), status=401)
+        return None, json_error(str(exc), status=401)
 
 
 def _agent_endpoint(request: HttpRequest, token: str | None, handle) -> JsonResponse:
     """What both agent endpoints share: POST only, the agent's credentials, the
     JSON body, and protocol errors and refusals as JSON."""
     if request.method != "POST":
-        return _method_not_allowed(request, ["POST"])
-    agent, refused = _agent_or_error(request, token)
+        return json_method_not_allowed(request, ["POST"])
+    agent, refused = _agent_orjson_error(request, token)
     if refused:
         return refused
     try:
@@ -82,7 +65,7 @@ def _agent_endpoint(request: HttpRequest, token: str | None, handle) -> JsonResp
         return JsonResponse(exc.as_json(), status=exc.status)
     except services.AgentRefused as exc:
         logger.warning("fleet: refused from %s: %s", _remote(request), exc)
-        return _error(exc.message, status=exc.status, field=exc.field)
+        return json_error(exc.message, status=exc.status, field=exc.field)
 
 
 @csrf_exempt
@@ -122,15 +105,15 @@ def _bpms_refusal(request: HttpRequest, *, write: bool) -> JsonResponse | None:
     try:
         found = ApiKeyAuthentication().authenticate(request)
     except AuthenticationFailed as exc:
-        return _error(str(exc.detail), status=401)
+        return json_error(str(exc.detail), status=401)
     if found is None:
-        return _error(
+        return json_error(
             "An API key with the 'fleet' scope is required (X-Api-Key header).",
             status=401,
         )
     if not found[1].allows("fleet", write=write):
         access = "write" if write else "read"
-        return _error(f"This API key lacks the 'fleet:{access}' scope.", status=403)
+        return json_error(f"This API key lacks the 'fleet:{access}' scope.", status=403)
     return None
 
 
@@ -138,7 +121,7 @@ def _bpms_refusal(request: HttpRequest, *, write: bool) -> JsonResponse | None:
 def task_create(request: HttpRequest) -> JsonResponse:
     """``POST /fleet/task``: a BPMS or a script queues a task."""
     if request.method != "POST":
-        return _method_not_allowed(request, ["POST"])
+        return json_method_not_allowed(request, ["POST"])
     if refused := _bpms_refusal(request, write=True):
         return refused
     try:
@@ -159,7 +142,7 @@ def task_create(request: HttpRequest) -> JsonResponse:
         field = {"uuid": "task_id", "type": "task_type", "data": "task_data"}.get(
             field, field
         )
-        return _error(" ".join(messages), field=field)
+        return json_error(" ".join(messages), field=field)
     return JsonResponse(protocol.task_status_json(task))
 
 
@@ -176,7 +159,7 @@ def _task_id(raw: str) -> uuid.UUID:
 def task_detail(request: HttpRequest, task_id: str) -> JsonResponse:
     """``GET /fleet/task/<id>``: status and result; ``DELETE`` cancels the task."""
     if request.method not in ("GET", "HEAD", "DELETE"):
-        return _method_not_allowed(request, ["GET", "DELETE"])
+        return json_method_not_allowed(request, ["GET", "DELETE"])
     if refused := _bpms_refusal(request, write=request.method == "DELETE"):
         return refused
     try:
@@ -185,10 +168,10 @@ def task_detail(request: HttpRequest, task_id: str) -> JsonResponse:
         return JsonResponse(exc.as_json(), status=exc.status)
     task = Task.objects.select_related("agent").filter(uuid=task_uuid).first()
     if task is None:
-        return _error(f"Unknown task {task_uuid}.", status=404, field="task_id")
+        return json_error(f"Unknown task {task_uuid}.", status=404, field="task_id")
     if request.method == "DELETE" and not task.cancel():
         task.refresh_from_db()
-        return _error(
+        return json_error(
             f"Task {task_uuid} is {task.state}; only pending or claimed tasks can be "
             "cancelled.",
             status=409,
@@ -201,5 +184,5 @@ def task_detail(request: HttpRequest, task_id: str) -> JsonResponse:
 def status(request: HttpRequest) -> JsonResponse:
     """``GET /fleet/status``: active agents and tasks waiting."""
     if request.method not in ("GET", "HEAD"):
-        return _method_not_allowed(request, ["GET"])
+        return json_method_not_allowed(request, ["GET"])
     return JsonResponse(services.fleet_status())

@@ -174,3 +174,26 @@ def error_response(status: int, message: str, **fields) -> Response:
     body = {"detail": message}
     body.update(fields)
     return Response(body, status=status)
+
+
+# --- Plain-Django JSON endpoints (the compatible protocols: fleet, affirmations) --
+
+
+def json_error(message: str, status: int = 400, field: str = "", **extra):
+    """``{"error", "field"}``: the compatible protocols' error body."""
+    from django.http import JsonResponse
+
+    body = {"error": message}
+    if field:
+        body["field"] = field
+    body.update(extra)
+    return JsonResponse(body, status=status)
+
+
+def json_method_not_allowed(request, allowed: list[str]):
+    response = json_error(
+        f"Method {request.method} is not allowed here; use {' or '.join(allowed)}.",
+        status=405,
+    )
+    response["Allow"] = ", ".join(allowed)
+    return response
