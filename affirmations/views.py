@@ -165,7 +165,7 @@ def parse_store(body: dict) -> list[dict]:
     return parsed
 
 
-def _batchjson_error(exc: ValidationError) -> JsonResponse:
+def _batch_error(exc: ValidationError) -> JsonResponse:
     message = " ".join(exc.messages)
     match = ITEM_ERROR.match(message)
     if not match:
@@ -199,7 +199,7 @@ def store(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
             remote_addr=_remote(request),
         )
     except ValidationError as exc:
-        return _batchjson_error(exc)
+        return _batch_error(exc)
     return JsonResponse({"stored": len(stored)})
 
 

@@ -38,7 +38,7 @@ def _remote(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
-def _agent_orjson_error(request: HttpRequest, token: str | None):
+def _agent_or_error(request: HttpRequest, token: str | None):
     try:
         return authenticate_agent(request, token), None
     except AgentAuthError as exc:
@@ -56,7 +56,7 @@ def _agent_endpoint(request: HttpRequest, token: str | None, handle) -> JsonResp
     JSON body, and protocol errors and refusals as JSON."""
     if request.method != "POST":
         return json_method_not_allowed(request, ["POST"])
-    agent, refused = _agent_orjson_error(request, token)
+    agent, refused = _agent_or_error(request, token)
     if refused:
         return refused
     try:
