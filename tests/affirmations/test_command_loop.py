@@ -6,21 +6,13 @@ import signal
 import subprocess
 import sys
 
-from tests.fixtures.processes import ROOT, portal_env, wait_for
+from tests.fixtures.processes import ROOT, migrate, portal_env, wait_for
 
 
 def test_the_loop_runs_until_sigterm(tmp_path):
     env = portal_env(tmp_path, PYTHONUNBUFFERED="1")
     manage = [sys.executable, str(ROOT / "manage.py")]
-    migrate = subprocess.run(
-        [*manage, "migrate", "--noinput"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrate(env)
     log = tmp_path / "loop.log"
     with open(log, "w") as out:
         loop = subprocess.Popen(

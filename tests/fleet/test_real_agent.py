@@ -11,7 +11,7 @@ import pytest
 
 from fleet import services
 from fleet.models import Agent, Task
-from tests.fixtures.processes import wait_for
+from tests.fixtures.processes import stop_process, wait_for
 
 pytestmark = pytest.mark.xdist_group("slamon-agent")
 
@@ -82,12 +82,7 @@ def test_the_real_agent_runs_its_tasks_and_keeps_running(
         )
         assert agent.poll() is None, log.read_text()
     finally:
-        agent.terminate()
-        try:
-            agent.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        stop_process(agent)
 
     for task in waits:
         task.refresh_from_db()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.fixtures.processes import ROOT, portal_env, wait_for
+from tests.fixtures.processes import ROOT, migrate, portal_env, wait_for
 from tests.fixtures.processes import manage_shell as shell
 
 pytestmark = pytest.mark.slow
@@ -31,14 +31,7 @@ print(run.status, run.trigger, run.log_head.strip().replace(" ", "_"))
 def test_a_queued_run_is_executed_by_a_worker(tmp_path):
     env = portal_env(tmp_path, LOG_LEVEL="WARNING")
     manage = [sys.executable, str(ROOT / "manage.py")]
-    migrate = subprocess.run(
-        [*manage, "migrate", "--noinput"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrate(env)
     shell(env, SETUP.format(directory=str(tmp_path)))
     cluster = subprocess.Popen(
         [*manage, "qcluster"],

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.fixtures.processes import ROOT, portal_env, wait_for
+from tests.fixtures.processes import ROOT, migrate, portal_env, wait_for
 from tests.fixtures.processes import manage_shell as shell
 
 pytestmark = pytest.mark.slow
@@ -52,14 +52,7 @@ def alive(pid: int) -> bool:
 
 def test_a_killed_worker_leaves_a_run_that_is_reconciled_as_lost(tmp_path):
     env = portal_env(tmp_path, PACKAGES_HEARTBEAT="1", LOG_LEVEL="WARNING")
-    migrate = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrate(env)
     shell(env, SETUP.format(directory=str(tmp_path)))
     worker = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "run_package", "slow", "--no-notify"],

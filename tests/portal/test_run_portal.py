@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.fixtures.processes import ROOT, free_port, portal_env, wait_for
+from tests.fixtures.processes import ROOT, free_port, migrate, portal_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +39,7 @@ def alive(pid: int) -> bool:
 def test_it_serves_with_a_live_cluster_and_stops_on_ctrl_c(tmp_path):
     env = portal_env(tmp_path)
     manage = [sys.executable, str(ROOT / "manage.py")]
-    migrate = subprocess.run(
-        [*manage, "migrate", "--noinput"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrate(env)
     port = free_port()
     log = tmp_path / "run_portal.log"
     with log.open("w") as out:
