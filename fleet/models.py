@@ -313,19 +313,16 @@ class Task(models.Model):
     def is_terminal(self) -> bool:
         return self.state in self.TERMINAL
 
-    def queue_times(self, now: datetime) -> None:
-        """Set the TTL deadline of a task (re)entering the queue at ``now``."""
-        self.expires_at = now + timedelta(seconds=self.ttl) if self.ttl else None
+    def expiry_from(self, now: datetime) -> datetime | None:
+        """The TTL deadline of this task (re)entering the queue at ``now``."""
+        return now + timedelta(seconds=self.ttl) if self.ttl else None
 
     def _apply(self, allowed: Q, values: dict) -> bool:
         """One conditional UPDATE; on success the values are applied to ``self``."""
         done = Task.objects.filter(allowed, pk=self.pk).update(**values) == 1
         if done:
             for name, value in values.items():
-                if not hasattr(value, "resolve_expression"):
-                    setattr(self, name, value)
-            if "attempts" in values:
-                self.refresh_from_db(fields=["attempts"])
+                setattr(self, name, value)
         return done
 
     def complete(self, result: dict, *, agent: Agent | None = None) -> bool:
@@ -369,8 +366,6 @@ class Task(models.Model):
     def requeue(self) -> bool:
         """Put a claimed, failed, expired or cancelled task back in the queue, with
         its attempts counted afresh (an operator's decision)."""
-        now = timezone.now()
-        self.queue_times(now)
         return self._apply(
             ~Q(state__in=[self.State.PENDING, self.State.COMPLETED]),
             {
@@ -379,7 +374,7 @@ class Task(models.Model):
                 "claimed_at": None,
                 "finished_at": None,
                 "deadline_at": None,
-                "expires_at": self.expires_at,
+                "expires_at": self.expiry_from(timezone.now()),
                 "result": None,
                 "error": "",
                 "attempts": 0,
@@ -422,7 +417,7 @@ def release_claimed(
             agent=None,
             claimed_at=None,
             deadline_at=None,
-            expires_at=now + timedelta(seconds=task.ttl),
+            expires_at=task.expiry_from(now),
         )
     failed = claimed.update(
         state=Task.State.FAILED, finished_at=now, deadline_at=None, error=error

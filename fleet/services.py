@@ -400,7 +400,7 @@ def task_create(
         task.ttl = ttl
     if timeout is not DEFAULT:
         task.timeout = timeout
-    task.queue_times(task.created_at)
+    task.expires_at = task.expiry_from(task.created_at)
     # Uniqueness is the INSERT's job (IntegrityError below): one query less.
     task.full_clean(validate_unique=False)
     try:
