@@ -36,6 +36,13 @@ LOCATION_FIELDS = {"country", "region", "latitude", "longitude"}
 RESULT_FIELDS = {"protocol", "task_id", "task_data", "task_error"}
 CREATE_FIELDS = {"task_id", "test_id", "task_type", "task_version", "task_data"}
 CREATE_REQUIRED = CREATE_FIELDS - {"task_data"}
+# Task model fields under their protocol (and API) names, for errors that name them.
+WIRE_NAMES = {
+    "uuid": "task_id",
+    "type": "task_type",
+    "version": "task_version",
+    "data": "task_data",
+}
 
 
 class ProtocolError(Exception):

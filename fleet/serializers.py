@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from fleet.models import Agent, Task, validate_labels
+from fleet.protocol import WIRE_NAMES
 from portal.lib.jsonvalues import json_problem
 
 # The bounds of the database's integer columns (IntegerField, PositiveIntegerField):
@@ -19,12 +20,6 @@ MAX_INT = 2**31 - 1
 MAX_BIGINT = 2**63 - 1
 MAX_LABELS = 50
 # Model field → API field, where the API keeps the SLAMon protocol's names.
-API_FIELD_NAMES = {
-    "uuid": "task_id",
-    "type": "task_type",
-    "version": "task_version",
-    "data": "task_data",
-}
 
 
 class TaskSerializer(serializers.ModelSerializer):
@@ -156,7 +151,7 @@ class TaskCreateInputSerializer(serializers.Serializer):
         if not hasattr(exc, "error_dict"):
             return {"non_field_errors": exc.messages}
         return {
-            API_FIELD_NAMES.get(field, field): messages
+            WIRE_NAMES.get(field, field): messages
             for field, messages in exc.message_dict.items()
         }
 

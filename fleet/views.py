@@ -139,10 +139,9 @@ def task_create(request: HttpRequest) -> JsonResponse:
         )
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
-        field = {"uuid": "task_id", "type": "task_type", "data": "task_data"}.get(
-            field, field
+        return json_error(
+            " ".join(messages), field=protocol.WIRE_NAMES.get(field, field)
         )
-        return json_error(" ".join(messages), field=field)
     return JsonResponse(protocol.task_status_json(task))
 
 
