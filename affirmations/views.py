@@ -15,7 +15,6 @@ import logging
 import math
 import re
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError
@@ -23,11 +22,10 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.exceptions import AuthenticationFailed
 
 from affirmations import services
 from affirmations.models import Affirmation, Check, Evaluation
-from portal.api import ApiKeyAuthentication, json_error, json_method_not_allowed
+from portal.api import api_key_caller, json_error, json_method_not_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -61,32 +59,19 @@ def _remote(request: HttpRequest) -> str | None:
 def _caller(request: HttpRequest, api_key: str | None, *, write: bool):
     """``(user, refusal)``: the API key in the path (always required to be valid),
     else the one in the headers, else anonymous when AFFIRMATIONS_OPEN_COMPAT."""
-    access = "write" if write else "read"
-    if api_key is not None:
-        # The same checks as the header (shape, hash, revoked, owner active).
-        request_like = SimpleNamespace(META={"HTTP_X_API_KEY": api_key})
-    else:
-        request_like = request
-    try:
-        found = ApiKeyAuthentication().authenticate(request_like)
-    except AuthenticationFailed as exc:
+    user, refusal = api_key_caller(
+        request,
+        scope=SCOPE,
+        write=write,
+        anonymous=settings.AFFIRMATIONS_OPEN_COMPAT,
+        key=api_key,
+        hint="X-Api-Key header, or /k/<key>/affirmative/... as the base URL",
+    )
+    presented = api_key is not None or "HTTP_X_API_KEY" in request.META
+    if refusal is not None and refusal.status_code == 401 and presented:
         # Never the path: it carries the key.
         logger.warning("affirmations: refused API key from %s", _remote(request))
-        return None, json_error(str(exc.detail), status=401)
-    if found is None:
-        if settings.AFFIRMATIONS_OPEN_COMPAT:
-            return None, None
-        return None, json_error(
-            f"An API key with the '{SCOPE}:{access}' scope is required (X-Api-Key "
-            "header, or /k/<key>/affirmative/... as the base URL).",
-            status=401,
-        )
-    user, key = found
-    if not key.allows(SCOPE, write=write):
-        return None, json_error(
-            f"This API key lacks the '{SCOPE}:{access}' scope.", 403
-        )
-    return user, None
+    return user, refusal
 
 
 # --- Parsing the original's store body ------------------------------------------

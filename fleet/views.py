@@ -15,13 +15,12 @@ from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.exceptions import AuthenticationFailed
 
 from fleet import protocol, services
 from fleet.authentication import AgentAuthError, authenticate_agent
 from fleet.models import Task
 from fleet.protocol import ProtocolError
-from portal.api import ApiKeyAuthentication, json_error, json_method_not_allowed
+from portal.api import api_key_caller, json_error, json_method_not_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -102,19 +101,10 @@ def _bpms_refusal(request: HttpRequest, *, write: bool) -> JsonResponse | None:
     """BPMS endpoints need an API key with the fleet scope, unless FLEET_OPEN_BPMS."""
     if settings.FLEET_OPEN_BPMS:
         return None
-    try:
-        found = ApiKeyAuthentication().authenticate(request)
-    except AuthenticationFailed as exc:
-        return json_error(str(exc.detail), status=401)
-    if found is None:
-        return json_error(
-            "An API key with the 'fleet' scope is required (X-Api-Key header).",
-            status=401,
-        )
-    if not found[1].allows("fleet", write=write):
-        access = "write" if write else "read"
-        return json_error(f"This API key lacks the 'fleet:{access}' scope.", status=403)
-    return None
+    _user, refusal = api_key_caller(
+        request, scope="fleet", write=write, anonymous=False
+    )
+    return refusal
 
 
 @csrf_exempt

@@ -8,6 +8,7 @@ Django permissions that reading and writing need (``read_perm`` / ``write_perm``
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -197,3 +198,37 @@ def json_method_not_allowed(request, allowed: list[str]):
     )
     response["Allow"] = ", ".join(allowed)
     return response
+
+
+def api_key_caller(
+    request,
+    *,
+    scope: str,
+    write: bool,
+    anonymous: bool,
+    key: str | None = None,
+    hint: str = "X-Api-Key header",
+):
+    """``(user, refusal)`` for plain-Django protocol views: the API key given as
+    ``key`` (e.g. from a URL path) or in the request's headers must be valid and
+    grant ``scope``; no key at all is allowed only when ``anonymous``."""
+    access = "write" if write else "read"
+    # A key from the path goes through the same checks as the header's.
+    source = request if key is None else SimpleNamespace(META={"HTTP_X_API_KEY": key})
+    try:
+        found = ApiKeyAuthentication().authenticate(source)
+    except exceptions.AuthenticationFailed as exc:
+        return None, json_error(str(exc.detail), status=401)
+    if found is None:
+        if anonymous:
+            return None, None
+        return None, json_error(
+            f"An API key with the '{scope}:{access}' scope is required ({hint}).",
+            status=401,
+        )
+    user, api_key = found
+    if not api_key.allows(scope, write=write):
+        return None, json_error(
+            f"This API key lacks the '{scope}:{access}' scope.", status=403
+        )
+    return user, None
