@@ -329,6 +329,24 @@ class Evaluation(models.Model):
     def __str__(self) -> str:
         return f"{self.owner_id} @ {self.occurrence:%Y-%m-%d %H:%M}"
 
+    @classmethod
+    def of(
+        cls, check: Check, occurrence: datetime, *, observed: int, now: datetime
+    ) -> Evaluation:
+        """The (unsaved) result of one occurrence, with the rule as it stood."""
+        start, end = check.window_for(occurrence)
+        return cls(
+            owner=check,
+            occurrence=occurrence,
+            window_start=start,
+            window_end=end,
+            observed=observed,
+            passed=check.passes(observed),
+            evaluated_at=now,
+            min_count=check.min_count,
+            max_count=check.max_count,
+        )
+
 
 class Flip(models.Model):
     """The outbox: a check's status change (or a reminder) to alert about once."""

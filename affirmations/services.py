@@ -360,18 +360,8 @@ def _evaluate_batch(
             claimed = {pk for (pk,) in cursor.fetchall()}
             rows = [row for row in rows if row[0].pk in claimed]
             evaluations = Evaluation.objects.bulk_create(
-                Evaluation(
-                    owner=check,
-                    occurrence=occurrence,
-                    window_start=occurrence - check.lookback,
-                    window_end=occurrence,
-                    observed=count,
-                    passed=passed,
-                    evaluated_at=now,
-                    min_count=check.min_count,
-                    max_count=check.max_count,
-                )
-                for check, occurrence, _, count, passed, _, _ in rows
+                Evaluation.of(check, occurrence, observed=count, now=now)
+                for check, occurrence, _, count, _, _, _ in rows
             )
             Flip.objects.bulk_create(
                 Flip(owner=row[0], kind=row[6], evaluation=evaluation, created_at=now)
@@ -494,17 +484,8 @@ def _evaluate_occurrence(
     with transaction.atomic():
         if not _claim(check, current, following, now=now, values=values):
             return False
-        evaluation = Evaluation.objects.create(
-            owner=check,
-            occurrence=occurrence,
-            window_start=start,
-            window_end=end,
-            observed=observed,
-            passed=passed,
-            evaluated_at=now,
-            min_count=check.min_count,
-            max_count=check.max_count,
-        )
+        evaluation = Evaluation.of(check, occurrence, observed=observed, now=now)
+        evaluation.save(force_insert=True)
         if kind:
             Flip.objects.create(
                 owner=check, kind=kind, evaluation=evaluation, created_at=now

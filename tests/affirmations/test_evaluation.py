@@ -191,7 +191,7 @@ def test_an_error_after_the_claim_rolls_it_back(monkeypatch):
     def broken_create(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(Evaluation.objects, "create", broken_create)
+    monkeypatch.setattr(Evaluation, "save", broken_create)
     monkeypatch.setattr(Evaluation.objects, "bulk_create", broken_create)
 
     summary = run_checker(T + timedelta(minutes=5))
