@@ -14,7 +14,6 @@ from drf_spectacular.utils import (
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from affirmations import services
@@ -31,7 +30,7 @@ from affirmations.serializers import (
     CheckSerializer,
     EvaluationSerializer,
 )
-from portal.api import optional_slash_router
+from portal.api import JSONParser, optional_slash_router
 from portal.serializers import DENIED, NOT_FOUND
 
 CHECK_KEY_REGEX = r"[A-Za-z0-9_-]+"

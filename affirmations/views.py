@@ -10,7 +10,6 @@ Python client's 0.1 s timeout: one key lookup at most, then one batch INSERT.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -26,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from affirmations import services
 from affirmations.models import Affirmation, Check, Evaluation
 from portal.api import api_key_caller, json_error, json_method_not_allowed
+from portal.lib import jsonvalues
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _json_object(request: HttpRequest) -> dict:
     except RequestDataTooBig as exc:
         raise BadInput("The body is too large.", "body") from exc
     try:
-        value = json.loads(body)
+        value = jsonvalues.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"The body is not valid JSON: {exc}.", "body") from exc
     except RecursionError as exc:

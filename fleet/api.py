@@ -19,7 +19,6 @@ from drf_spectacular.utils import (
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from fleet import services
@@ -36,7 +35,7 @@ from fleet.serializers import (
     TaskRefusedSerializer,
     TaskSerializer,
 )
-from portal.api import caller_name, error_response, optional_slash_router
+from portal.api import JSONParser, caller_name, error_response, optional_slash_router
 from portal.serializers import DENIED, NOT_FOUND
 
 TASK_ID_PARAMETER = OpenApiParameter(

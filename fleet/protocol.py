@@ -7,12 +7,12 @@ Parsing checks each field like the protocol's schema does and raises
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from portal.lib import jsonvalues
 from portal.lib.jsonvalues import json_problem
 
 PROTOCOL_VERSION = 1
@@ -97,7 +97,7 @@ def load_json(body: bytes, content_type: str) -> dict:
     if len(body) > MAX_BODY_BYTES:
         raise ProtocolError(f"The body is larger than {MAX_BODY_BYTES} bytes.")
     try:
-        value = json.loads(body)
+        value = jsonvalues.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"The body is not valid JSON: {exc}.") from exc
     except RecursionError as exc:

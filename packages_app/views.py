@@ -14,7 +14,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -36,7 +35,7 @@ from packages_app.serializers import (
     RunRefusedSerializer,
     pipeline_run_json,
 )
-from portal.api import PortalPermission, caller_name, error_response
+from portal.api import JSONParser, PortalPermission, caller_name, error_response
 from portal.models import ApiKey
 from portal.serializers import DENIED, NOT_FOUND, ErrorSerializer
 

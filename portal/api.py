@@ -7,6 +7,7 @@ Django permissions that reading and writing need (``read_perm`` / ``write_perm``
 
 from __future__ import annotations
 
+import io
 import logging
 from types import SimpleNamespace
 
@@ -15,10 +16,11 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import exceptions, permissions
+from rest_framework import exceptions, parsers, permissions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.response import Response
 
+from portal.lib.jsonvalues import UnpairedSurrogateError, check_surrogates
 from portal.models import KEY_LENGTH, KEY_PREFIX, ApiKey, hash_key
 
 logger = logging.getLogger(__name__)
@@ -139,6 +141,20 @@ def optional_slash_router(router_class_path: str = "SimpleRouter"):
     router = getattr(routers, router_class_path)()
     router.trailing_slash = "/?"
     return router
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, also refusing lone surrogate escapes ("\\ud800"): no
+    database can store them, so they are a 400 here, not a 500 at the save."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read() if stream is not None else b""
+        value = super().parse(io.BytesIO(raw), media_type, parser_context)
+        try:
+            check_surrogates(raw, value)
+        except UnpairedSurrogateError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from exc
+        return value
 
 
 def _as_field_errors(exc: DjangoValidationError) -> dict:

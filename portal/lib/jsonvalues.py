@@ -4,9 +4,52 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+
+# A \uXXXX escape of a UTF-16 surrogate: json.loads turns a pair into one
+# character but leaves a lone one in the string, which no database can store
+# (UTF-8 cannot encode it): a 500 at the INSERT unless refused when parsing.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+UNPAIRED_SURROGATE = (
+    "unpaired surrogate escape (e.g. \\ud800) in a string: not valid Unicode"
+)
+
+
+class UnpairedSurrogateError(ValueError):
+    pass
+
+
+def _has_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(map(_has_surrogate, value.keys())) or any(
+            map(_has_surrogate, value.values())
+        )
+    if isinstance(value, list):
+        return any(map(_has_surrogate, value))
+    return False
+
+
+def check_surrogates(raw: bytes | str, value: object) -> None:
+    """Raise ``UnpairedSurrogateError`` when ``value``, parsed from ``raw``, holds
+    a lone surrogate; the walk happens only when ``raw`` has such an escape."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    if _SURROGATE_ESCAPE.search(raw) and _has_surrogate(value):
+        raise UnpairedSurrogateError(UNPAIRED_SURROGATE)
+
+
+def loads(raw: bytes | str, **kwargs) -> object:
+    """``json.loads`` for request bodies: also refuses lone surrogate escapes
+    (``UnpairedSurrogateError``, a ``ValueError`` like every other refusal)."""
+    value = json.loads(raw, **kwargs)
+    check_surrogates(raw, value)
+    return value
 
 
 def json_problem(value: object) -> str:
@@ -53,9 +96,7 @@ def parse_json_object(raw: str) -> dict:
     if not raw:
         return {}
     try:
-        value = json.loads(
-            raw, parse_constant=_refuse_constant, parse_float=_finite_float
-        )
+        value = loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise ValidationError(f"Not valid JSON: {exc}.", code="invalid") from exc
     if not isinstance(value, dict):
