@@ -26,6 +26,7 @@ from affirmations import services
 from affirmations.models import Affirmation, Check, Evaluation
 from portal.api import api_key_caller, json_error, json_method_not_allowed
 from portal.lib import jsonvalues
+from portal.middleware import fast_lane
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ def _batch_error(exc: ValidationError) -> JsonResponse:
 # --- The original's endpoints ----------------------------------------------------
 
 
+@fast_lane
 @csrf_exempt
 def store(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
     """``POST /affirmative/store``: ``{"events": [{"name", "data", "time"}]}``,
@@ -188,6 +190,7 @@ def store(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
     return JsonResponse({"stored": len(stored)})
 
 
+@fast_lane
 @csrf_exempt
 def simplest(request: HttpRequest, api_key: str | None = None) -> JsonResponse:
     """``POST /affirmative/simplest``: form field ``event_name``; data is "ok"."""

@@ -21,6 +21,7 @@ from fleet.authentication import AgentAuthError, authenticate_agent
 from fleet.models import Task
 from fleet.protocol import ProtocolError
 from portal.api import api_key_caller, json_error, json_method_not_allowed
+from portal.middleware import fast_lane
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def _agent_endpoint(request: HttpRequest, token: str | None, handle) -> JsonResp
         return json_error(exc.message, status=exc.status, field=exc.field)
 
 
+@fast_lane
 @csrf_exempt
 def poll(request: HttpRequest, token: str | None = None) -> JsonResponse:
     """``POST /fleet/tasks``: an agent's poll; claims tasks for it."""
@@ -85,6 +87,7 @@ def poll(request: HttpRequest, token: str | None = None) -> JsonResponse:
     return _agent_endpoint(request, token, handle)
 
 
+@fast_lane
 @csrf_exempt
 def task_response(request: HttpRequest, token: str | None = None) -> JsonResponse:
     """``POST /fleet/tasks/response``: the result or error of one task."""

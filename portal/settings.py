@@ -71,8 +71,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Agents' polls and results skip the browser-oriented middleware below.
-    "fleet.middleware.AgentFastLane",
+    # Views marked @fast_lane (agents' polls and results, the affirmations' store)
+    # skip the browser-oriented middleware below.
+    "portal.middleware.FastLane",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -545,15 +545,3 @@ def test_a_deeply_nested_body_is_a_400_not_a_500(client):
     )
     assert response.status_code == 400
     assert "nested too deeply" in response.json()["error"]
-
-
-@pytest.mark.parametrize(
-    "path", ["/fleet/tasks", "/fleet/tasks/", "/fleet/tasks/response"]
-)
-def test_agent_posts_take_the_fast_lane_past_the_browser_middleware(client, path):
-    response = post_json(client, path, poll_body())
-    # answered by the view itself (200 or its own JSON 400), not by the full stack
-    assert response["X-Content-Type-Options"] == "nosniff"
-    assert "X-Frame-Options" not in response
-    assert response.json()
-    assert "X-Frame-Options" in client.get("/fleet/status")  # the usual path

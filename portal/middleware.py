@@ -1,0 +1,46 @@
+"""The fast lane: machine endpoints skip the browser-oriented middleware.
+
+Agents, scripts and the original clients post to a few endpoints at high rates
+(the fleet's polls and results, the affirmations' store) and use none of what the
+sessions, CSRF, authentication, messages, static files and frame-options
+middleware prepare; skipping them is about 15 % of the CPU of such a request
+(bench/fleet_load.py, bench/affirmations.py; docs/benchmarks.md). A view opts in
+with ``@fast_lane`` and must then rely on nothing those middleware set (no
+``request.user``, no session, no CSRF: it authenticates on its own, by token or
+API key). ``FastLane`` goes first in ``MIDDLEWARE``: for a POST it resolves the
+path against the URLconf and calls an opted-in view directly; anything else takes
+the usual path. The routes stay in the apps' ``urls.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.urls import Resolver404, get_resolver
+
+FAST_LANE_ATTRIBUTE = "fast_lane"
+
+
+def fast_lane(view: Callable) -> Callable:
+    """Mark a plain Django view as one that needs no browser middleware."""
+    setattr(view, FAST_LANE_ATTRIBUTE, True)
+    return view
+
+
+class FastLane:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.method == "POST":
+            try:
+                match = get_resolver().resolve(request.path_info)
+            except Resolver404:
+                match = None
+            if match is not None and getattr(match.func, FAST_LANE_ATTRIBUTE, False):
+                request.resolver_match = match
+                response = match.func(request, *match.args, **match.kwargs)
+                # What SecurityMiddleware would have added for a JSON answer.
+                response.headers.setdefault("X-Content-Type-Options", "nosniff")
+                return response
+        return self.get_response(request)
