@@ -52,11 +52,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         # Cheap shape check first: a malformed key never reaches the database.
         if len(key) != KEY_LENGTH or not key.startswith(KEY_PREFIX):
             raise exceptions.AuthenticationFailed("Invalid API key.")
-        api_key = (
-            ApiKey.objects.select_related("created_by")
-            .filter(key_hash=hash_key(key))
-            .first()
-        )
+        api_key = ApiKey.objects.by_hash(hash_key(key))
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         if not api_key.is_active:

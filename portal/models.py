@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 # Every app of the portal that exposes an API, and so can be granted to a key.
@@ -43,9 +46,33 @@ def validate_scopes(value: object) -> None:
         raise ValidationError(f"Unknown scope(s): {', '.join(unknown)}.")
 
 
+# Keys looked up in the last API_KEY_CACHE_SECONDS, per process: a script posting
+# many times a second does not pay the key's query on every request. A change
+# (revoked, new scopes, deleted) applies at once in the process that saved it and
+# within that many seconds in the others.
+_recent_keys: dict[str, tuple[float, ApiKey]] = {}
+RECENT_KEYS_MAX = 1000
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def active(self) -> ApiKeyQuerySet:
         return self.filter(revoked_at__isnull=True)
+
+    def by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash and its creator, from the recent-keys cache when
+        it was looked up less than API_KEY_CACHE_SECONDS ago."""
+        ttl = settings.API_KEY_CACHE_SECONDS
+        now = time.monotonic()
+        if ttl:
+            hit = _recent_keys.get(key_hash)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        api_key = self.select_related("created_by").filter(key_hash=key_hash).first()
+        if ttl and api_key is not None:
+            if len(_recent_keys) >= RECENT_KEYS_MAX:
+                _recent_keys.clear()
+            _recent_keys[key_hash] = (now + ttl, api_key)
+        return api_key
 
 
 class ApiKey(models.Model):
@@ -125,6 +152,12 @@ class ApiKey(models.Model):
         self.last_used_at = now
 
     touch.alters_data = True
+
+
+@receiver([post_save, post_delete], sender=ApiKey)
+def _forget_recent_key(sender, instance: ApiKey, **kwargs) -> None:
+    # Saved (revoked, scopes changed) or deleted, also by the admin's bulk delete.
+    _recent_keys.pop(instance.key_hash, None)
 
 
 class PortalAccess(models.Model):

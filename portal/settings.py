@@ -362,6 +362,9 @@ STORAGES = {
 }
 
 # --- API --------------------------------------------------------------------
+# Seconds a process reuses an API key it looked up (0: query every request); a
+# revoked key or changed scopes apply within this time in the other processes.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", 10, min_value=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.api.ApiKeyAuthentication",

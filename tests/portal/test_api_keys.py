@@ -184,3 +184,72 @@ def test_a_key_without_an_owner_still_works(api_client, db):
     assert response.status_code == 200
     assert response.json()["username"] is None
     assert api_client.get("/api/v1/ticks/", HTTP_X_API_KEY=plaintext).status_code == 200
+
+
+def _key_queries(queries) -> int:
+    return sum('FROM "portal_apikey"' in q["sql"] for q in queries)
+
+
+@pytest.mark.django_db
+def test_a_process_reuses_a_key_it_looked_up_for_a_few_seconds(
+    api_client, make_api_key, settings, monkeypatch
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    import portal.models
+
+    settings.API_KEY_CACHE_SECONDS = 10
+    clock = [1000.0]
+    monkeypatch.setattr(portal.models.time, "monotonic", lambda: clock[0])
+    key, plaintext = make_api_key("portal:read")
+    api_client.credentials(HTTP_X_API_KEY=plaintext)
+
+    with CaptureQueriesContext(connection) as first:
+        assert api_client.get("/api/v1/whoami/").status_code == 200
+    with CaptureQueriesContext(connection) as second:
+        assert api_client.get("/api/v1/whoami/").status_code == 200
+    assert _key_queries(first.captured_queries) == 1
+    assert _key_queries(second.captured_queries) == 0
+
+    # Revoked elsewhere (another process: no signal here): refused once the
+    # cached copy is older than API_KEY_CACHE_SECONDS.
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+    clock[0] += 9
+    assert api_client.get("/api/v1/whoami/").status_code == 200
+    clock[0] += 2
+    assert api_client.get("/api/v1/whoami/").status_code == 401
+
+
+@pytest.mark.django_db
+def test_revoking_or_deleting_a_key_applies_at_once_in_this_process(
+    api_client, make_api_key, settings
+):
+    settings.API_KEY_CACHE_SECONDS = 3600
+    key, plaintext = make_api_key("portal:read")
+    api_client.credentials(HTTP_X_API_KEY=plaintext)
+    assert api_client.get("/api/v1/whoami/").status_code == 200
+    key.revoke()
+    assert api_client.get("/api/v1/whoami/").status_code == 401
+
+    other, plaintext = make_api_key("portal:read")
+    api_client.credentials(HTTP_X_API_KEY=plaintext)
+    assert api_client.get("/api/v1/whoami/").status_code == 200
+    ApiKey.objects.filter(pk=other.pk).delete()  # the admin's bulk delete
+    assert api_client.get("/api/v1/whoami/").status_code == 401
+
+
+@pytest.mark.django_db
+def test_with_no_cache_every_request_looks_the_key_up(
+    api_client, make_api_key, settings
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.API_KEY_CACHE_SECONDS = 0
+    _, plaintext = make_api_key("portal:read")
+    api_client.credentials(HTTP_X_API_KEY=plaintext)
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            assert api_client.get("/api/v1/whoami/").status_code == 200
+    assert _key_queries(queries.captured_queries) == 3
