@@ -84,8 +84,9 @@ def test_it_affirms_a_batch(writer):
 
     assert response.status_code == 201, response.content
     assert response.json()["stored"] == 2
-    assert [row["name"] for row in response.json()["affirmations"]] == ["a", "b"]
-    assert sorted(Affirmation.objects.values_list("name", flat=True)) == ["a", "b"]
+    ids = response.json()["ids"]
+    assert [Affirmation.objects.get(pk=pk).name for pk in ids] == ["a", "b"]
+    assert Affirmation.objects.count() == 2
 
 
 @pytest.mark.parametrize(
@@ -93,6 +94,9 @@ def test_it_affirms_a_batch(writer):
     [
         ([{"name": "a"}, {"data": "no name"}], "item 1: name: This field is required."),
         ([{"name": "a"}, {"name": "a", "time": "soon"}], "item 1: time: "),
+        ([{"name": "a"}, "b"], "item 1: Must be an object"),
+        ([{"name": "a"}, {"name": 5}], "item 1: name: Not a valid string."),
+        ([{"name": "a", "data": {"k": 1}}], "item 0: data: Not a valid string."),
         # The model's own validation, through the service.
         ([{"name": "a"}, {"name": "a"}, {"name": " b"}], "item 2: name: "),
     ],
@@ -116,6 +120,7 @@ def test_it_stores_nothing_from_a_batch_with_a_bad_item(writer, events, message)
         ({"name": "x", "time": "not a time"}, "time"),
         ({"events": []}, "events"),
         ({"events": "a"}, "events"),
+        ({"events": [{"name": "x"}] * 1001}, "events"),
         (["x"], "non_field_errors"),
     ],
 )
