@@ -49,31 +49,38 @@ CHECK_KEY_PARAMETER = OpenApiParameter(
 _TIME = serializers.DateTimeField(allow_null=True)
 
 
-def _batch_item(index: int, item: object) -> dict:
-    """One batch item's shape: types, and the time parsed. The service then checks
-    names and data with the same rules as every other way of affirming."""
-    if not isinstance(item, dict):
-        raise ValidationError(
-            {"events": [f"item {index}: Must be an object {{name, data?, time?}}."]}
-        )
-    problems = []
+def _event(item: dict) -> tuple[dict, dict[str, str]]:
+    """An event's shape, ``(the service's event, problems by field)``: types, and
+    the time parsed. The service then checks names and data with the same rules
+    as every other way of affirming."""
+    problems = {}
     name = item.get("name")
     if name is None:
-        problems.append("name: This field is required.")
+        problems["name"] = "This field is required."
     elif not isinstance(name, str):
-        problems.append("name: Not a valid string.")
+        problems["name"] = "Not a valid string."
     data = item.get("data", "")
     if not isinstance(data, str):
-        problems.append("data: Not a valid string.")
+        problems["data"] = "Not a valid string."
     client_time = item.get("time")
     if client_time is not None:
         try:
             client_time = _TIME.run_validation(client_time)
         except ValidationError as exc:
-            problems.append(f"time: {' '.join(str(m) for m in exc.detail)}")
+            problems["time"] = " ".join(str(m) for m in exc.detail)
+    return {"name": name, "data": data, "client_time": client_time}, problems
+
+
+def _batch_item(index: int, item: object) -> dict:
+    if not isinstance(item, dict):
+        raise ValidationError(
+            {"events": [f"item {index}: Must be an object {{name, data?, time?}}."]}
+        )
+    event, problems = _event(item)
     if problems:
-        raise ValidationError({"events": [f"item {index}: {'; '.join(problems)}"]})
-    return {"name": name, "data": data, "client_time": client_time}
+        text = "; ".join(f"{field}: {message}" for field, message in problems.items())
+        raise ValidationError({"events": [f"item {index}: {text}"]})
+    return event
 
 
 def _batch_events(events: object) -> list[dict]:
@@ -123,9 +130,14 @@ class AffirmViewSet(viewsets.ViewSet):
                 events=_batch_events(body["events"]), **common
             )
             return Response({"stored": len(stored), "ids": stored}, status=201)
-        one = AffirmInputSerializer(data=body)
-        one.is_valid(raise_exception=True)
-        affirmation = services.affirm(**one.service_kwargs(), **common)
+        if not isinstance(body, dict):
+            raise ValidationError(
+                {"non_field_errors": ["Must be an object {name, data?, time?}."]}
+            )
+        event, problems = _event(body)
+        if problems:
+            raise ValidationError({f: [message] for f, message in problems.items()})
+        affirmation = services.affirm(**event, **common)
         return Response(AffirmationSerializer(affirmation).data, status=201)
 
 

@@ -5,9 +5,11 @@ outbox, and send the outbox's alerts.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -16,11 +18,13 @@ from django.utils import timezone
 
 from affirmations.models import (
     MAX_DATA_LENGTH,
+    MAX_NAME_LENGTH,
     TRUNCATED_MARK,
     Affirmation,
     Check,
     Evaluation,
     Flip,
+    validate_event_name,
 )
 from affirmations.schedule import next_occurrence, occurrences_after
 
@@ -59,53 +63,40 @@ def _occurred(client_time: datetime | None, now: datetime) -> tuple[datetime, st
     )
 
 
-_NAME_FIELD = Affirmation._meta.get_field("name")
-# One INSERT for a whole batch on PostgreSQL: arrays in, ids back.
-INSERT_BATCH_SQL = """
-INSERT INTO affirmations_affirmation
-    (name, data, truncated, source, user_id, occurred_at, client_time, received_at,
-     remote_addr, note)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bool[], %s::text[], %s::bigint[],
-                     %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
-                     %s::inet[], %s::text[])
-RETURNING id
-"""
+# An event ready to store: what differs between the events of one request.
+# The rest (source, user, received_at, remote_addr) the request's events share.
+class Row(NamedTuple):
+    name: str
+    data: str
+    truncated: bool
+    occurred_at: datetime
+    client_time: datetime | None
+    note: str
 
 
-def _build(
-    *,
-    name: str,
-    data: str,
-    source: str,
-    user,
-    client_time: datetime | None,
-    remote_addr: str | None,
-    now: datetime,
-) -> Affirmation:
-    if "\x00" in (data or ""):
-        # PostgreSQL's text columns refuse NUL; say so instead of failing the INSERT.
-        raise ValidationError({"data": ["NUL characters are not allowed."]})
-    data, truncated = _bounded(data or "")
-    occurred_at, note = _occurred(client_time, now)
-    affirmation = Affirmation(
-        name=name,
-        data=data,
-        truncated=truncated,
-        source=source,
-        user=user if user is not None and user.is_authenticated else None,
-        client_time=client_time,
-        occurred_at=occurred_at,
-        received_at=now,
-        remote_addr=remote_addr or None,
-        note=note,
-    )
-    # Only the name comes from the caller unchecked (data is bounded above; the
-    # rest is ours): one field's validation, not full_clean() per event.
+def _row(
+    name: str, data: str | None, client_time: datetime | None, now: datetime
+) -> Row:
+    """One event checked and bounded; a ``ValidationError`` names the field.
+
+    Only the name and the data come from the caller unchecked: a plain tuple and
+    the field's own rules (``validate_event_name``), not a model instance and
+    ``full_clean()`` per event (a batch of 50 spent a millisecond there)."""
     try:
-        _NAME_FIELD.clean(name, affirmation)
+        validate_event_name(name)
     except ValidationError as exc:
         raise ValidationError({"name": exc.messages}) from exc
-    return affirmation
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(
+            {"name": [f"At most {MAX_NAME_LENGTH} characters (it has {len(name)})."]}
+        )
+    data = data or ""
+    if "\x00" in data:
+        # PostgreSQL's text columns refuse NUL; say so instead of failing the INSERT.
+        raise ValidationError({"data": ["NUL characters are not allowed."]})
+    data, truncated = _bounded(data)
+    occurred_at, note = _occurred(client_time, now)
+    return Row(name, data, truncated, occurred_at, client_time, note)
 
 
 def affirm(
@@ -118,40 +109,44 @@ def affirm(
     remote_addr: str | None = None,
 ) -> Affirmation:
     """Record one event of ``name`` (one INSERT)."""
-    affirmation = _build(
-        name=name,
-        data=data,
-        source=source,
-        user=user,
-        client_time=client_time,
-        remote_addr=remote_addr,
-        now=timezone.now(),
-    )
-    affirmation.save(force_insert=True)
+    now = timezone.now()
+    row = _row(name, data, client_time, now)
+    shared = {
+        "source": source,
+        "user": _user(user),
+        "received_at": now,
+        "remote_addr": remote_addr or None,
+    }
+    [pk] = _insert_rows([row], **shared)
+    affirmation = Affirmation(pk=pk, **row._asdict(), **shared)
+    affirmation._state.adding = False
+    affirmation._state.db = connection.alias
     return affirmation
+
+
+def _user(user):
+    return user if user is not None and user.is_authenticated else None
 
 
 def affirm_batch(
     *, events: list[dict], source: str, user=None, remote_addr: str | None = None
-) -> list[Affirmation]:
-    """Record several events, all or nothing: one invalid item stores none, and
-    the ``ValidationError`` names it (``{"events": ["item 3: name: ..."]}``).
+) -> list[int]:
+    """Record several events, all or nothing, and return their ids in order: one
+    invalid item stores none, and the ``ValidationError`` names it
+    (``{"events": ["item 3: name: ..."]}``).
 
     Each event is ``{"name", "data" (optional), "client_time" (optional)}``.
     """
     now = timezone.now()
-    built = []
+    rows = []
     for index, event in enumerate(events):
         try:
-            built.append(
-                _build(
-                    name=event.get("name", ""),
-                    data=event.get("data") or "",
-                    source=source,
-                    user=user,
-                    client_time=event.get("client_time"),
-                    remote_addr=remote_addr,
-                    now=now,
+            rows.append(
+                _row(
+                    event.get("name", ""),
+                    event.get("data"),
+                    event.get("client_time"),
+                    now,
                 )
             )
         except ValidationError as exc:
@@ -160,34 +155,72 @@ def affirm_batch(
                 for key, messages in exc.message_dict.items()
             )
             raise ValidationError({"events": [f"item {index}: {problems}"]}) from exc
-    _insert_many(built)
-    return built
+    if not rows:
+        return []
+    return _insert_rows(
+        rows,
+        source=source,
+        user=_user(user),
+        received_at=now,
+        remote_addr=remote_addr or None,
+    )
 
 
-def _insert_many(built: list[Affirmation]) -> None:
-    """All the rows in one statement (and so one transaction)."""
-    if connection.vendor != "postgresql" or not built:
+# One INSERT for a whole batch on PostgreSQL: the rows as one JSON array (json.dumps
+# is C code; psycopg2 adapting ten Python lists element by element was a third of a
+# 50-event POST), what the batch shares as plain parameters, the ids back in order.
+INSERT_BATCH_SQL = """
+INSERT INTO affirmations_affirmation
+    (name, data, truncated, occurred_at, client_time, note,
+     source, user_id, received_at, remote_addr)
+SELECT e.value->>0, e.value->>1, (e.value->>2)::boolean, (e.value->>3)::timestamptz,
+       (e.value->>4)::timestamptz, e.value->>5, %s, %s, %s, %s
+FROM json_array_elements(%s::json) WITH ORDINALITY AS e(value, position)
+ORDER BY e.position
+RETURNING id
+"""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _insert_rows(
+    rows: list[Row], *, source: str, user, received_at: datetime, remote_addr
+) -> list[int]:
+    """All the rows in one statement (and so one transaction); their ids."""
+    if connection.vendor != "postgresql":
+        shared = {
+            "source": source,
+            "user": user,
+            "received_at": received_at,
+            "remote_addr": remote_addr,
+        }
         with transaction.atomic():
-            Affirmation.objects.bulk_create(built)
-        return
-    columns = [
-        [a.name for a in built],
-        [a.data for a in built],
-        [a.truncated for a in built],
-        [a.source for a in built],
-        [a.user_id for a in built],
-        [a.occurred_at for a in built],
-        [a.client_time for a in built],
-        [a.received_at for a in built],
-        [a.remote_addr for a in built],
-        [a.note for a in built],
-    ]
+            created = Affirmation.objects.bulk_create(
+                [Affirmation(**row._asdict(), **shared) for row in rows]
+            )
+        return [affirmation.pk for affirmation in created]
+    payload = json.dumps(
+        [
+            (
+                r.name,
+                r.data,
+                r.truncated,
+                _iso(r.occurred_at),
+                _iso(r.client_time),
+                r.note,
+            )
+            for r in rows
+        ],
+        ensure_ascii=False,
+    )
     with connection.cursor() as cursor:
-        cursor.execute(INSERT_BATCH_SQL, columns)
-        ids = [row[0] for row in cursor.fetchall()]
-    for affirmation, pk in zip(built, ids, strict=True):
-        affirmation.pk = pk
-        affirmation._state.adding = False
+        cursor.execute(
+            INSERT_BATCH_SQL,
+            [source, getattr(user, "pk", None), received_at, remote_addr, payload],
+        )
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def check_signoff(*, check: Check, user) -> Affirmation:
