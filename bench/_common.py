@@ -78,6 +78,41 @@ def _stat(pid: int) -> list[str] | None:
     return [head.split("(", 1)[1], *tail.split()]
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields and fields[0] == "postgres":
+                pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each process that still exists."""
+    times = {}
+    for pid in pids:
+        fields = _stat(pid)
+        if fields:
+            times[pid] = (int(fields[12]) + int(fields[13])) / CLK_TCK
+    return times
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores since boot."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
+
+
 def started_at(pid: int) -> int | None:
     fields = _stat(pid)
     return int(fields[20]) if fields else None

@@ -69,6 +69,7 @@ import os
 import platform
 import pstats
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -85,9 +86,13 @@ from _common import (
     _stop,
     children_of,
     cleanup,
+    cpu_seconds,
     create_database,
+    delta,
     free_port,
+    machine_busy,
     percentile,
+    postgres_pids,
     setup_django,
     stop,
 )
@@ -537,9 +542,36 @@ def body_for(path: str, name: str, size: int) -> bytes:
     return json.dumps({"events": [{"name": name, "data": "ok"}] * size}).encode()
 
 
-def client(port, path, headers, name, size, requests, go, out) -> None:
-    """One client: its requests one after another over one HTTP/1.1 connection
-    (reopened when the sync worker closes it)."""
+def raw_post(port: int, path: str, headers: dict, body: bytes) -> tuple[int, bytes]:
+    """One POST on a connection of its own, as lean as a client can be: the request
+    written in one piece, the answer read until gunicorn's sync worker closes the
+    connection (it always does), no header parsing beyond the status line."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{head}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    answer = b"".join(chunks)
+    return int(answer[9:12]), answer.partition(b"\r\n\r\n")[2]
+
+
+def httplib_post(conn, path: str, headers: dict, body: bytes) -> tuple[int, bytes]:
+    conn.request("POST", path, body, headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.will_close:
+        conn.close()
+    return response.status, data
+
+
+def client(port, path, headers, name, size, requests, transport, go, out) -> None:
+    """One client: its requests one after another (``transport``: "raw" sockets, or
+    http.client's connection, reopened when the sync worker closes it)."""
     latencies, errors = [], []
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     go.wait()
@@ -547,30 +579,33 @@ def client(port, path, headers, name, size, requests, go, out) -> None:
         body = body_for(path, name, size)
         started = time.monotonic()
         try:
-            conn.request("POST", path, body, headers)
-            response = conn.getresponse()
-            data = response.read()
-            if response.will_close:
-                conn.close()
+            if transport == "raw":
+                status, data = raw_post(port, path, headers, body)
+            else:
+                status, data = httplib_post(conn, path, headers, body)
         except OSError as exc:
             errors.append(repr(exc))
             conn.close()
             continue
         latencies.append((time.monotonic() - started) * 1000)
-        if response.status not in (200, 201):
-            errors.append(f"{response.status} {data[:200]!r}")
+        if status not in (200, 201):
+            errors.append(f"{status} {data[:200]!r}")
     conn.close()
     out.append((latencies, errors, time.monotonic()))
 
 
-def load_process(port, path, headers, names, size, requests, ready, go, queue):
+def load_process(
+    port, path, headers, names, size, requests, transport, ready, go, queue
+):
     out: list = []
     threads = [
         threading.Thread(
-            target=client, args=(port, path, headers, name, size, requests, go, out)
+            target=client,
+            args=(port, path, headers, name, size, requests, transport, go, out),
         )
         for name in names
     ]
+    cpu = os.times()
     for thread in threads:
         thread.start()
     ready.set()
@@ -578,13 +613,19 @@ def load_process(port, path, headers, names, size, requests, ready, go, queue):
         thread.join()
     latencies = [ms for lat, _, _ in out for ms in lat]
     errors = [e for _, errs, _ in out for e in errs]
-    queue.put((latencies, errors, max(end for _, _, end in out)))
+    after = os.times()
+    used = after.user + after.system - cpu.user - cpu.system
+    queue.put((latencies, errors, max(end for _, _, end in out), used))
 
 
-def ingest_run(port, path, headers, size, requests, clients, procs, run) -> dict:
-    """``clients`` clients over ``procs`` processes, ``requests`` requests each."""
+def ingest_run(server, port, path, headers, size, args, run) -> dict:
+    """``args.clients`` clients over ``args.procs`` processes; the CPU each side
+    used per POST from /proc (gunicorn and its workers, every PostgreSQL process,
+    the load processes' own os.times())."""
     from affirmations.models import Affirmation
 
+    clients, procs = args.clients, args.procs
+    requests = args.single_requests if size == 1 else args.batch_requests
     ctx = mp.get_context("fork")
     names = [f"ingest-{run}-{i:02d}" for i in range(clients)]
     go, queue = ctx.Event(), ctx.Queue()
@@ -593,31 +634,45 @@ def ingest_run(port, path, headers, size, requests, clients, procs, run) -> dict
         ready = ctx.Event()
         proc = ctx.Process(
             target=load_process,
-            args=(port, path, headers, names[part::procs], size, requests),
+            args=(port, path, headers, names[part::procs], size, requests, args.http),
             kwargs={"ready": ready, "go": go, "queue": queue},
         )
         proc.start()
         workers.append((proc, ready))
     for _, ready in workers:
         ready.wait(60)
+    server_pids = [server.pid, *children_of(server.pid)]
+    server_before = cpu_seconds(server_pids)
+    pg_before = cpu_seconds(postgres_pids())
+    busy_before = machine_busy()
     started = time.monotonic()
     go.set()
     results = [queue.get(timeout=600) for _ in workers]
+    server_after = cpu_seconds(server_pids)
+    pg_after = cpu_seconds(postgres_pids())
+    busy_after = machine_busy()
     for proc, _ in workers:
         proc.join(60)
-    latencies = [ms for lat, _, _ in results for ms in lat]
-    errors = [e for _, errs, _ in results for e in errs]
-    elapsed = max(end for _, _, end in results) - started
-    sent = clients * requests * size
+    latencies = [ms for lat, *_ in results for ms in lat]
+    errors = [e for _, errs, *_ in results for e in errs]
+    elapsed = max(end for _, _, end, _ in results) - started
+    posts = clients * requests
+    sent = posts * size
     stored = Affirmation.objects.filter(name__in=names).count()
+    per_post = 1000 / posts
+    busy = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1])
     return {
         "events_s": sent / elapsed,
-        "requests_s": clients * requests / elapsed,
+        "requests_s": posts / elapsed,
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
         "sent": sent,
         "stored": stored,
         "errors": errors,
+        "cpu_server": delta(server_before, server_after) * per_post,
+        "cpu_postgres": delta(pg_before, pg_after) * per_post,
+        "cpu_load": sum(used for *_, used in results) * per_post,
+        "busy": busy,
     }
 
 
@@ -701,31 +756,27 @@ def measure_ingest(args, tmp: str) -> tuple[list[dict], bool]:
     proc, port = start_server(tmp, args.workers)
     rows, ok = [], True
     try:
-        for label, path, size in SCENARIOS:
+        chosen = {int(n) for n in args.scenarios.split(",")}
+        for number, (label, path, size) in enumerate(SCENARIOS, 1):
+            if number not in chosen:
+                continue
             headers = {"Content-Type": "application/json"}
             if path == API_PATH:
                 headers["X-Api-Key"] = key
-            requests = args.single_requests if size == 1 else args.batch_requests
             runs = []
             for repeat in range(args.ingest_repeat):
                 run = f"{size}-{path.count('/')}-{repeat}"
-                result = ingest_run(
-                    port,
-                    path,
-                    headers,
-                    size,
-                    requests,
-                    args.clients,
-                    args.procs,
-                    run,
-                )
+                result = ingest_run(proc, port, path, headers, size, args, run)
                 lost = result["sent"] - result["stored"]
                 print(
                     f"   {label:<30} run {repeat + 1}: {result['events_s']:8.0f}"
                     f" events/s ({result['requests_s']:.0f} POST/s), p50"
                     f" {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms; sent"
                     f" {result['sent']:,}, stored {result['stored']:,}, errors"
-                    f" {len(result['errors'])}"
+                    f" {len(result['errors'])}; CPU ms a POST: gunicorn"
+                    f" {result['cpu_server']:.2f}, PostgreSQL"
+                    f" {result['cpu_postgres']:.2f}, load {result['cpu_load']:.2f};"
+                    f" cores busy {result['busy']:.0%}"
                 )
                 for error in result["errors"][:5]:
                     print(f"        FAIL: {error}")
@@ -801,6 +852,17 @@ def main() -> None:
         "--batch-requests", type=int, default=60, help="50-event POSTs per client"
     )
     parser.add_argument("--ingest-repeat", type=int, default=3, help="runs each")
+    parser.add_argument(
+        "--http",
+        choices=["raw", "httplib"],
+        default="raw",
+        help="load clients: raw sockets (lean) or http.client (the figures before 2026-12-05)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="1,2,3,4",
+        help="which ingest scenarios (1-4: store 1, store 50, API 1, API 50)",
+    )
     parser.add_argument(
         "--profile-ingest",
         type=int,

@@ -79,14 +79,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import (
+    CLK_TCK,
     STARTED,
-    _stat,
     _stop,
     children_of,
     cleanup,
+    cpu_seconds,
     create_database,
+    delta,
     free_port,
+    machine_busy,
     percentile,
+    postgres_pids,
     setup_django,
     stop,
 )
@@ -100,7 +104,6 @@ TASK_TYPE, TASK_VERSION = "wait", 1
 # A run whose queue is not drained by then has lost tasks.
 DRAIN_TIMEOUT = 120.0
 BARRIER_TIMEOUT = 300.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Written next to the temporary VAR_DIR with --profile: every request a worker
 # handles runs under a cProfile.Profile of its own thread and kind of request;
@@ -253,38 +256,6 @@ def start_server(spec: str, tmp: str, config: str | None = None) -> Server:
 
 def server_pids(server: Server) -> list[int]:
     return [server.proc.pid, *children_of(server.proc.pid)]
-
-
-def postgres_pids() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and fields[0] == "postgres":
-                pids.append(int(entry))
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """utime + stime of each process that still exists."""
-    times = {}
-    for pid in pids:
-        fields = _stat(pid)
-        if fields:
-            times[pid] = (int(fields[12]) + int(fields[13])) / CLK_TCK
-    return times
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores since boot."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-def delta(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
 
 
 # --- The load generator (child processes) -----------------------------------------
