@@ -36,22 +36,28 @@ routed), after the evaluation, on the same database: gunicorn
 (``portal.wsgi:application``, ``--workers`` sync workers, 4 by default,
 ``AFFIRMATIONS_OPEN_COMPAT=1``) as a child on a free loopback port, and an API key
 from ``manage.py create_api_key NAME --scope affirmations:write`` (its stdout is the
-key alone). ``--clients`` clients (16; threads in ``--procs`` processes, one
-HTTP/1.1 connection each, reopened when the sync worker closes it) post
+key alone). ``--clients`` clients (16; threads in ``--procs`` processes) post
 ``--single-requests`` one-event or ``--batch-requests`` fifty-event requests each
 to ``POST /affirmative/store`` (the original's body) and to ``POST
-/api/v1/affirmations/affirm/`` (``X-Api-Key``). Printed per run: events/s (events
-sent / time until the last response), POST/s, the clients' p50/p99 latency, events
-sent and counted back in the database (each run has its own event names). A lost
-event or a non-2xx answer makes the script exit 1. ``--profile-ingest N`` first
-runs N fifty-event store POSTs in-process (Django's test client) under cProfile.
+/api/v1/affirmations/affirm/`` (``X-Api-Key``), one after another, each on a
+connection of its own (gunicorn's sync workers close it after every answer):
+``--http raw`` (the default) writes the request in one piece on a socket and reads
+until the close; ``--http httplib`` uses http.client, as the figures before
+2026-12-04 evening did (about 0.1 ms more of the shared cores a POST). Printed per
+run: events/s (events sent / time until the last response), POST/s, the clients'
+p50/p99 latency, events sent and counted back in the database (each run has its
+own event names), and the CPU a POST took in gunicorn (master and workers), in
+PostgreSQL (every postgres process) and in the load processes, from /proc. A lost
+event or a non-2xx answer makes the script exit 1. ``--scenarios 2,4`` runs only
+some (1-4: store 1 and 50 events, API 1 and 50). ``--profile-ingest N`` first runs
+N fifty-event store POSTs in-process (Django's test client) under cProfile.
 
     .venv/bin/python bench/affirmations.py [--checks 10000]
         [--affirmations 1000000,10000000] [--due 1000] [--repeat 5]
         [--names 1000] [--days 90] [--top 25] [--skip-ingest]
         [--skip-evaluation] [--clients 16] [--workers 4]
         [--single-requests 200] [--batch-requests 60] [--ingest-repeat 3]
-        [--profile-ingest N]
+        [--http raw|httplib] [--scenarios 1,2,3,4] [--profile-ingest N]
 
 The script stops every process it started, by PID, and drops its database even
 when interrupted.
@@ -706,10 +712,10 @@ def profile_ingest(requests: int, top: int) -> None:
         elapsed = (time.perf_counter() - started) * 1000
     stats = pstats.Stats(profile)
     wanted = {
-        "full_clean (per event)": "full_clean",
-        "bulk_create": "bulk_create",
-        "parse_store": "parse_store",
         "json.loads": "loads",
+        "parse_store": "parse_store",
+        "_row (per event)": "_row",
+        "_insert_rows": "_insert_rows",
         "affirm_batch": "affirm_batch",
     }
     cumulative = {}
@@ -856,7 +862,7 @@ def main() -> None:
         "--http",
         choices=["raw", "httplib"],
         default="raw",
-        help="load clients: raw sockets (lean) or http.client (the figures before 2026-12-05)",
+        help="load clients: raw sockets (lean) or http.client (as earlier figures)",
     )
     parser.add_argument(
         "--scenarios",

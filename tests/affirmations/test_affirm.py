@@ -74,7 +74,7 @@ def test_a_batch_is_all_or_nothing_and_names_the_bad_item():
     assert not Affirmation.objects.exists()
 
     stored = services.affirm_batch(events=events[:2], source=API)
-    assert [a.name for a in stored] == ["a", "b"]
+    assert [Affirmation.objects.get(pk=pk).name for pk in stored] == ["a", "b"]
     assert Affirmation.objects.count() == 2
 
 
