@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.gitdaemon",
     "tests.fixtures.containers",
     "tests.fixtures.slamon",
+    "tests.fixtures.carbon",
 ]
 
 
