@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.containers",
     "tests.fixtures.slamon",
     "tests.fixtures.carbon",
+    "tests.importers.fakes",
 ]
 
 
