@@ -307,6 +307,19 @@ AFFIRMATIONS_EVALUATION_RETENTION_DAYS = env.int(
 # The original clients' endpoints (/affirmative/...) without an API key (demo: on).
 AFFIRMATIONS_OPEN_COMPAT = env.bool("AFFIRMATIONS_OPEN_COMPAT", False)
 
+# --- Importers (REST APIs -> Graphite) ---------------------------------------------
+# A source's run lock older than this many minutes is taken over (its process died).
+IMPORTERS_LOCK_STALE_MINUTES = env.int(
+    "IMPORTERS_LOCK_STALE_MINUTES", 60, min_value=1, max_value=7 * 24 * 60
+)
+# Seconds each HTTP call to an API may take (connect and each read).
+IMPORTERS_HTTP_TIMEOUT = env.int(
+    "IMPORTERS_HTTP_TIMEOUT", 10, min_value=1, max_value=300
+)
+# Extra source kinds: dotted paths to importers.sources.Kind objects (a plugin, or
+# the tests' fake kinds in child processes), added to the built-in ones.
+IMPORTERS_EXTRA_KINDS = env.list("IMPORTERS_EXTRA_KINDS")
+
 # --- Email ------------------------------------------------------------------
 EMAIL_HOST = env.str("EMAIL_HOST")
 EMAIL_PORT = env.int("EMAIL_PORT", 587, min_value=1, max_value=65535)

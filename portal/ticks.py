@@ -68,6 +68,13 @@ TICKS: list[Tick] = [
         description="Delete affirmations and evaluations past their retention, in "
         "batches.",
     ),
+    Tick(
+        name="importers.run_due",
+        func="importers.tasks.run_due",
+        cron="* * * * *",
+        description="Run every import source whose next due time has passed, one "
+        "after another (a source already running elsewhere is skipped).",
+    ),
 ]
 
 
