@@ -19,15 +19,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import requests
 from django.core.cache import cache
@@ -400,9 +402,31 @@ class ApiClient:
         return f": {text[:_SNIPPET]}{'...' if len(text) > _SNIPPET else ''}"
 
     def redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, list(self._secrets))
+
+
+def secret_forms(values: Iterable[str]) -> set[str]:
+    """The ways a secret shows up in an error: as is, URL-encoded, and inside an
+    HTTP Basic ``Authorization`` header (base64 of ``a:b``, either part one of
+    the secrets or empty, as Apteligent's ``client_id:``)."""
+    secrets = {value for value in values if value}
+    forms = set()
+    for value in secrets:
+        forms |= {value, quote(value, safe=""), quote_plus(value)}
+    for user in secrets | {""}:
+        for password in secrets | {""}:
+            if user or password:
+                pair = f"{user}:{password}".encode()
+                forms.add(base64.b64encode(pair).decode("ascii"))
+    return forms
+
+
+def redact(text: str, secrets: dict[str, str] | list[str]) -> str:
+    """``text`` with every secret value (see ``secret_forms``) masked."""
+    values = secrets.values() if isinstance(secrets, dict) else secrets
+    for form in sorted(secret_forms(values), key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

@@ -21,16 +21,13 @@ locks nothing.
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import logging
 import os
 import traceback
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote, quote_plus
 
 from django.conf import settings
 from django.db import transaction
@@ -45,6 +42,7 @@ from importers.graphite import (
     metric_name,
     validate_point,
 )
+from importers.http import redact
 from importers.models import (
     MAX_DRY_RUN_CHARS,
     GraphiteSink,
@@ -57,7 +55,6 @@ logger = logging.getLogger(__name__)
 Status = ImportRun.Status
 Trigger = ImportRun.Trigger
 SELF_METRICS = ("points_sent", "errors", "duration")
-REDACTED = "***"
 
 
 class RunRefused(Exception):
@@ -113,30 +110,6 @@ def resolve_credentials(source: ImportSource) -> dict[str, str]:
             "the process running the import"
         )
     return {role: os.environ[references[role]] for role in roles}
-
-
-def secret_forms(values: Iterable[str]) -> set[str]:
-    """The ways a secret shows up in an error: as is, URL-encoded, and inside an
-    HTTP Basic ``Authorization`` header (base64 of ``a:b``, either part one of
-    the secrets or empty, as Apteligent's ``client_id:``)."""
-    secrets = {value for value in values if value}
-    forms = set()
-    for value in secrets:
-        forms |= {value, quote(value, safe=""), quote_plus(value)}
-    for user in secrets | {""}:
-        for password in secrets | {""}:
-            if user or password:
-                pair = f"{user}:{password}".encode()
-                forms.add(base64.b64encode(pair).decode("ascii"))
-    return forms
-
-
-def redact(text: str, secrets: dict[str, str] | list[str]) -> str:
-    """``text`` with every secret value (see ``secret_forms``) masked."""
-    values = secrets.values() if isinstance(secrets, dict) else secrets
-    for form in sorted(secret_forms(values), key=len, reverse=True):
-        text = text.replace(form, REDACTED)
-    return text
 
 
 def token_cache_key(source: ImportSource, credentials: dict[str, str]) -> str:
@@ -248,6 +221,7 @@ def _fetch(
             now=now,
             token_cache_key=token_cache_key(source, secrets),
             timeout=float(settings.IMPORTERS_HTTP_TIMEOUT),
+            interval_minutes=source.interval_minutes,
         )
         points = []
         for point in kind.fetch(ctx):
@@ -566,3 +540,24 @@ def sink_test_connection(*, sink: GraphiteSink) -> ConnectionCheck:
     except ValueError as exc:
         return ConnectionCheck(False, f"Not a usable sink: {exc}")
     return client.test_connection()
+
+
+# Runs deleted per statement by the retention job.
+PRUNE_BATCH = 1000
+
+
+def prune_runs(*, now: datetime | None = None) -> int:
+    """Delete finished runs older than IMPORTERS_RUN_RETENTION_DAYS, a batch at a
+    time; each source's last run stays, whatever its age. Returns how many went."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.IMPORTERS_RUN_RETENTION_DAYS)
+    kept = ImportSource.objects.exclude(last_run=None).values("last_run")
+    old = (
+        ImportRun.objects.filter(started_at__lt=cutoff)
+        .exclude(status=ImportRun.Status.RUNNING)
+        .exclude(pk__in=kept)
+    )
+    deleted = 0
+    while ids := list(old.values_list("pk", flat=True)[:PRUNE_BATCH]):
+        deleted += ImportRun.objects.filter(pk__in=ids).delete()[0]
+    return deleted

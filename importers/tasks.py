@@ -24,3 +24,8 @@ def run_source(source_id: int, triggered_by: str = "") -> str:
     except services.RunRefused as exc:
         return f"not run: {exc}"
     return services.run_summary(run)
+
+
+def prune() -> str:
+    """The retention tick."""
+    return f"{services.prune_runs()} import runs deleted"

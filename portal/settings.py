@@ -319,6 +319,9 @@ IMPORTERS_HTTP_TIMEOUT = env.int(
 # Extra source kinds: dotted paths to importers.sources.Kind objects (a plugin, or
 # the tests' fake kinds in child processes), added to the built-in ones.
 IMPORTERS_EXTRA_KINDS = env.list("IMPORTERS_EXTRA_KINDS")
+# Days import runs are kept (deleted in batches by a daily tick; each source's last
+# run stays).
+IMPORTERS_RUN_RETENTION_DAYS = env.int("IMPORTERS_RUN_RETENTION_DAYS", 30, min_value=1)
 
 # --- Email ------------------------------------------------------------------
 EMAIL_HOST = env.str("EMAIL_HOST")

@@ -75,6 +75,13 @@ TICKS: list[Tick] = [
         description="Run every import source whose next due time has passed, one "
         "after another (a source already running elsewhere is skipped).",
     ),
+    Tick(
+        name="importers.prune",
+        func="importers.tasks.prune",
+        cron="53 3 * * *",
+        description="Delete import runs past their retention, in batches (each "
+        "source's last run is kept).",
+    ),
 ]
 
 

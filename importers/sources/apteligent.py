@@ -38,7 +38,8 @@ name is in ``app_blacklist``. ``<app>`` below is the app's name, or
   labels in ``services_whitelist``; an empty whitelist keeps every service.
 
 Grouped and services points are stamped at the run's time rounded down to the
-kind's interval (10 and 15 minutes): the values are rolling windows ending now.
+source's interval in minutes, or, for a source on a cron, the kind's (10 and 15
+minutes): the values are rolling windows ending now.
 """
 
 from __future__ import annotations
@@ -348,7 +349,7 @@ def fetch_grouped_appversion(
     """Each app's pies grouped by app version, as the API gives them."""
     checked_config(ctx)
     backfill_window(ctx, "apteligent_grouped_appversion", backfill=False)
-    stamp = floor_epoch(ctx.now, GROUPED_INTERVAL)
+    stamp = floor_epoch(ctx.now, ctx.interval_minutes or GROUPED_INTERVAL)
     points: list[Point] = []
     with _api(ctx, client) as api:
         for app in list_apps(api, ctx):
@@ -368,7 +369,7 @@ def fetch_grouped_carrier(
     """Each app's pies by carrier, summed into the groups of its country."""
     checked_config(ctx, carriers=True)
     backfill_window(ctx, "apteligent_grouped_carrier", backfill=False)
-    stamp = floor_epoch(ctx.now, GROUPED_INTERVAL)
+    stamp = floor_epoch(ctx.now, ctx.interval_minutes or GROUPED_INTERVAL)
     points: list[Point] = []
     with _api(ctx, client) as api:
         for app in list_apps(api, ctx):
@@ -453,7 +454,7 @@ def fetch_services(
     """Each app's service pies of the last 15 minutes, whitelisted services only."""
     checked_config(ctx)
     backfill_window(ctx, "apteligent_services", backfill=False)
-    stamp = floor_epoch(ctx.now, SERVICES_INTERVAL)
+    stamp = floor_epoch(ctx.now, ctx.interval_minutes or SERVICES_INTERVAL)
     keep = set(ctx.services_whitelist)
     points: list[Point] = []
     with _api(ctx, client) as api:

@@ -56,6 +56,9 @@ class FetchContext:
     token_cache_key: str = ""
     timeout: float = 10.0
     calls: int = 0
+    # The source's run interval, when it has one (not a cron): rolling-window kinds
+    # stamp their points at the run's time rounded down to it.
+    interval_minutes: int | None = None
 
     def __repr__(self) -> str:
         # The dataclass repr would show the credentials.

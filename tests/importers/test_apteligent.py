@@ -544,3 +544,18 @@ def test_it_rejects_bad_app_settings(value, message):
         validate_app_settings(value)
 
     assert any(message in text for text in caught.value.messages)
+
+
+@pytest.mark.parametrize(
+    ("interval_minutes", "minutes"), [(None, 15), (5, 5), (60, 60)]
+)
+def test_services_points_are_stamped_at_the_sources_interval(
+    fake_apteligent, interval_minutes, minutes
+):
+    ctx = fake_apteligent.context(interval_minutes=interval_minutes)
+
+    points = fetch_services(ctx)
+
+    now = int(ctx.now.timestamp())
+    assert points
+    assert {stamp for _, _, stamp in points} == {now - now % (minutes * 60)}

@@ -13,7 +13,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from importers import services
+from importers import services, tasks
 from importers.graphite import GraphiteClient, metric_name
 from importers.models import GraphiteSink, ImportRun, ImportSource
 from importers.sources import KINDS, FetchContext, Kind, SourceError
@@ -610,3 +610,37 @@ def test_an_api_echoing_the_credentials_leaks_nothing(db, apteligent, caplog):
     for value in [*apteligent.credentials().values(), basic]:
         assert value not in run.error and value not in caplog.text
     assert '"authorization": "Basic ***"' in run.error
+
+
+def test_retention_deletes_old_finished_runs_in_batches_but_keeps_the_last(
+    db, fake, settings, monkeypatch
+):
+    settings.IMPORTERS_RUN_RETENTION_DAYS = 30
+    monkeypatch.setattr(services, "PRUNE_BATCH", 2)
+    sink = GraphiteSink.objects.create(name="log", protocol="dummy")
+    quiet = make_source(sink, "quiet")
+    busy = make_source(sink, "busy")
+    now = timezone.now()
+
+    def run(source, days, status=Status.SUCCEEDED):
+        return ImportRun.objects.create(
+            source=source,
+            trigger=ImportRun.Trigger.SCHEDULE,
+            status=status,
+            started_at=now - timedelta(days=days),
+        )
+
+    old = [run(busy, days) for days in (60, 45, 31)]
+    recent = run(busy, 29)
+    stuck = run(busy, 40, status=Status.RUNNING)
+    last_of_quiet = run(quiet, 90)  # its only run: kept, however old
+    ImportSource.objects.filter(pk=quiet.pk).update(last_run=last_of_quiet)
+    ImportSource.objects.filter(pk=busy.pk).update(last_run=recent)
+
+    assert services.prune_runs(now=now) == len(old)
+    assert set(ImportRun.objects.values_list("pk", flat=True)) == {
+        recent.pk,
+        stuck.pk,
+        last_of_quiet.pk,
+    }
+    assert tasks.prune() == "0 import runs deleted"  # the tick: nothing left
