@@ -10,7 +10,6 @@ from datetime import timedelta
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
@@ -37,6 +36,7 @@ from affirmations.dashboard import (
 from affirmations.models import Affirmation, Check, Evaluation
 from affirmations.schedule import explain, parse_duration
 from portal import dashboard
+from portal.admin_pages import ObjectPagesMixin
 
 AFFIRM_PERMISSION = "affirmations.affirm_check"
 # Evaluations in the change page's chart and table.
@@ -280,7 +280,9 @@ def history_table(evaluations: list[Evaluation], tz: str) -> SafeString:
 
 
 @admin.register(Check)
-class CheckAdmin(admin.ModelAdmin):
+class CheckAdmin(ObjectPagesMixin, admin.ModelAdmin):
+    object_pages = {"affirm": "affirm_view"}
+
     form = CheckForm
     change_form_template = "admin/affirmations/check/change_form.html"
     change_list_template = "admin/affirmations/check/change_list.html"
@@ -487,22 +489,15 @@ class CheckAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.monitor_view),
                 name=f"{opts.app_label}_{opts.model_name}_monitor",
             ),
-            path(
-                "<path:object_id>/affirm/",
-                self.admin_site.admin_view(self.affirm_view),
-                name=f"{opts.app_label}_{opts.model_name}_affirm",
-            ),
             *super().get_urls(),
         ]
 
     def affirm_view(self, request, object_id: str):
         """GET: what signing off records, and the last affirmations of the name;
         POST: record it (the confirmation step guards against stray clicks)."""
-        check = self.get_object(request, unquote(object_id))
-        if check is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_affirm_permission(request, check):
-            raise PermissionDenied
+        check, gone = self.page_object(request, object_id, self.has_affirm_permission)
+        if gone:
+            return gone
         if request.method == "POST":
             services.check_signoff(check=check, user=request.user)
             self.message_user(

@@ -12,12 +12,11 @@ from urllib.parse import quote, urlsplit
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -25,6 +24,7 @@ from django.utils.safestring import SafeString
 from fleet import services
 from fleet.dashboard import agent_badge, agent_url, task_badge, time_ago
 from fleet.models import TYPE_RE, Agent, Task, normalise_labels, validate_labels
+from portal.admin_pages import ObjectPagesMixin
 from portal.lib.jsonvalues import parse_json_object
 
 MANAGE_PERMISSION = "fleet.manage_agent"
@@ -155,7 +155,9 @@ class AgentStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(ObjectPagesMixin, admin.ModelAdmin):
+    object_pages = {"token": "issue_token_view"}
+
     form = AgentForm
     change_form_template = "admin/fleet/agent/change_form.html"
     list_display = [
@@ -280,24 +282,11 @@ class AgentAdmin(admin.ModelAdmin):
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def get_urls(self):
-        opts = self.opts
-        return [
-            path(
-                "<path:object_id>/token/",
-                self.admin_site.admin_view(self.issue_token_view),
-                name=f"{opts.app_label}_{opts.model_name}_token",
-            ),
-            *super().get_urls(),
-        ]
-
     def issue_token_view(self, request, object_id: str):
         """GET: what issuing a token means; POST: issue it, and show it this once."""
-        agent = self.get_object(request, unquote(object_id))
-        if agent is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_manage_permission(request, agent):
-            raise PermissionDenied
+        agent, gone = self.page_object(request, object_id, self.has_manage_permission)
+        if gone:
+            return gone
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

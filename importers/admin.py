@@ -9,12 +9,11 @@ import math
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -28,6 +27,7 @@ from importers.dashboard import (
     status_badge,
 )
 from importers.models import GraphiteSink, ImportRun, ImportSource, get_kind
+from portal.admin_pages import ObjectPagesMixin
 from portal.lib.jsonvalues import json_problem, loads
 
 RUN_PERMISSION = "importers.run_importsource"
@@ -88,7 +88,9 @@ class JSONTextField(forms.JSONField):
 
 
 @admin.register(GraphiteSink)
-class GraphiteSinkAdmin(admin.ModelAdmin):
+class GraphiteSinkAdmin(ObjectPagesMixin, admin.ModelAdmin):
+    object_pages = {"test": "test_view"}
+
     change_form_template = "admin/importers/graphitesink/change_form.html"
     list_display = [
         "id",
@@ -137,24 +139,11 @@ class GraphiteSinkAdmin(admin.ModelAdmin):
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def get_urls(self):
-        opts = self.opts
-        return [
-            path(
-                "<path:object_id>/test/",
-                self.admin_site.admin_view(self.test_view),
-                name=f"{opts.app_label}_{opts.model_name}_test",
-            ),
-            *super().get_urls(),
-        ]
-
     def test_view(self, request, object_id: str):
         """GET: what the test does; POST: connect once and show the answer."""
-        sink = self.get_object(request, unquote(object_id))
-        if sink is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_change_permission(request, sink):
-            raise PermissionDenied
+        sink, gone = self.page_object(request, object_id, self.has_change_permission)
+        if gone:
+            return gone
         check = None
         if request.method == "POST":
             check = services.sink_test_connection(sink=sink)
@@ -291,7 +280,9 @@ class WindowForm(forms.Form):
 
 
 @admin.register(ImportSource)
-class ImportSourceAdmin(admin.ModelAdmin):
+class ImportSourceAdmin(ObjectPagesMixin, admin.ModelAdmin):
+    object_pages = {"run": "run_now_view", "dry-run": "dry_run_view"}
+
     form = ImportSourceForm
     change_form_template = "admin/importers/importsource/change_form.html"
     list_display = [
@@ -525,28 +516,6 @@ class ImportSourceAdmin(admin.ModelAdmin):
 
     # --- Views of its own -----------------------------------------------------------
 
-    def get_urls(self):
-        opts = self.opts
-        return [
-            path(
-                "<path:object_id>/run/",
-                self.admin_site.admin_view(self.run_now_view),
-                name=f"{opts.app_label}_{opts.model_name}_run",
-            ),
-            path(
-                "<path:object_id>/dry-run/",
-                self.admin_site.admin_view(self.dry_run_view),
-                name=f"{opts.app_label}_{opts.model_name}_dry_run",
-            ),
-            *super().get_urls(),
-        ]
-
-    def _source_for(self, request, object_id: str) -> ImportSource | None:
-        source = self.get_object(request, unquote(object_id))
-        if source is not None and not self.has_run_permission(request, source):
-            raise PermissionDenied
-        return source
-
     def _context(self, request, source: ImportSource, title: str, **extra) -> dict:
         return {
             **self.admin_site.each_context(request),
@@ -567,9 +536,9 @@ class ImportSourceAdmin(admin.ModelAdmin):
         account, which can outlast a web worker's timeout; the worker records it
         as an ImportRun like any other, and the lock still refuses a second one.
         """
-        source = self._source_for(request, object_id)
-        if source is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        source, gone = self.page_object(request, object_id, self.has_run_permission)
+        if gone:
+            return gone
         error = ""
         if request.method == "POST":
             try:
@@ -595,9 +564,9 @@ class ImportSourceAdmin(admin.ModelAdmin):
         """GET: a confirmation (with a backfill window for kinds that have one);
         POST: fetch now, in this request, and show the exact lines that would be
         sent. Nothing is sent, saved or locked; the run is recorded."""
-        source = self._source_for(request, object_id)
-        if source is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        source, gone = self.page_object(request, object_id, self.has_run_permission)
+        if gone:
+            return gone
         kind = source.kind_spec
         form = WindowForm(request.POST if request.method == "POST" else None)
         run = None

@@ -48,6 +48,7 @@ from packages_app.models import (
 )
 from packages_app.notifications import masked
 from packages_app.runner import TAIL_BYTES
+from portal.admin_pages import ObjectPagesMixin
 from portal.lib.jsonvalues import parse_json_object
 
 RUN_PERMISSION = "packages_app.run_package"
@@ -231,7 +232,9 @@ class LastRunFilter(admin.SimpleListFilter):
 
 
 @admin.register(Package)
-class PackageAdmin(admin.ModelAdmin):
+class PackageAdmin(ObjectPagesMixin, admin.ModelAdmin):
+    object_pages = {"run": "run_now_view"}
+
     form = PackageForm
     change_form_template = "admin/packages_app/package/change_form.html"
     list_display = [
@@ -365,24 +368,11 @@ class PackageAdmin(admin.ModelAdmin):
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def get_urls(self):
-        opts = self.opts
-        return [
-            path(
-                "<path:object_id>/run/",
-                self.admin_site.admin_view(self.run_now_view),
-                name=f"{opts.app_label}_{opts.model_name}_run",
-            ),
-            *super().get_urls(),
-        ]
-
     def run_now_view(self, request, object_id: str):
         """GET: the form, prefilled with the package's defaults; POST: queue a run."""
-        package = self.get_object(request, unquote(object_id))
-        if package is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_run_permission(request, package):
-            raise PermissionDenied
+        package, gone = self.page_object(request, object_id, self.has_run_permission)
+        if gone:
+            return gone
         form = RunNowForm(request.POST or None, package=package)
         if request.method == "POST" and form.is_valid():
             try:
