@@ -31,7 +31,8 @@ __all__ = [
 ]
 
 
-def _apteligent(
+def _kind(
+    api,
     key: str,
     label: str,
     fetch: Callable[[FetchContext], list[Point]],
@@ -39,28 +40,14 @@ def _apteligent(
     interval: int,
     backfill: bool = False,
 ) -> Kind:
+    """A kind of the API module ``api`` (its name, credential roles, base URL)."""
     return Kind(
         key=key,
         label=label,
-        api=apteligent.API,
-        credential_roles=apteligent.CREDENTIAL_ROLES,
-        default_base_url=apteligent.DEFAULT_BASE_URL,
+        api=api.API,
+        credential_roles=api.CREDENTIAL_ROLES,
+        default_base_url=api.DEFAULT_BASE_URL,
         backfill=backfill,
-        default_interval_minutes=interval,
-        fetch=fetch,
-    )
-
-
-def _pingdom(
-    key: str, label: str, fetch: Callable[[FetchContext], list[Point]], *, interval: int
-) -> Kind:
-    return Kind(
-        key=key,
-        label=label,
-        api=pingdom.API,
-        credential_roles=pingdom.CREDENTIAL_ROLES,
-        default_base_url=pingdom.DEFAULT_BASE_URL,
-        backfill=True,
         default_interval_minutes=interval,
         fetch=fetch,
     )
@@ -71,7 +58,8 @@ KINDS: dict[str, Kind] = {
     for kind in (
         # Hourly, so that each app's day is sent within the hour after its local
         # midnight; the runs in between cost no call (see apteligent.fetch_daily).
-        _apteligent(
+        _kind(
+            apteligent,
             "apteligent_daily",
             "Apteligent: daily app metrics",
             apteligent.fetch_daily,
@@ -79,40 +67,48 @@ KINDS: dict[str, Kind] = {
             interval=60,
         ),
         # The API answers the last 5 minutes: a run at least every 5 loses nothing.
-        _apteligent(
+        _kind(
+            apteligent,
             "apteligent_live",
             "Apteligent: live stats (10 s buckets)",
             apteligent.fetch_live,
             interval=2,
         ),
-        _apteligent(
+        _kind(
+            apteligent,
             "apteligent_grouped_appversion",
             "Apteligent: errors grouped by app version",
             apteligent.fetch_grouped_appversion,
             interval=apteligent.GROUPED_INTERVAL,
         ),
-        _apteligent(
+        _kind(
+            apteligent,
             "apteligent_grouped_carrier",
             "Apteligent: errors grouped by carrier",
             apteligent.fetch_grouped_carrier,
             interval=apteligent.GROUPED_INTERVAL,
         ),
-        _apteligent(
+        _kind(
+            apteligent,
             "apteligent_services",
             "Apteligent: services (performance management)",
             apteligent.fetch_services,
             interval=apteligent.SERVICES_INTERVAL,
         ),
-        _pingdom(
+        _kind(
+            pingdom,
             "pingdom_results",
             "Pingdom: check results",
             pingdom.fetch_results,
+            backfill=True,
             interval=pingdom.RESULTS_INTERVAL,
         ),
-        _pingdom(
+        _kind(
+            pingdom,
             "pingdom_response_times",
             "Pingdom: hourly average response times",
             pingdom.fetch_response_times,
+            backfill=True,
             interval=pingdom.RESPONSE_TIMES_INTERVAL,
         ),
     )
