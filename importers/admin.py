@@ -348,6 +348,15 @@ class ImportSourceAdmin(ObjectPagesMixin, admin.ModelAdmin):
     )
     readonly_fields = ["credential_status", *state_fieldset[1]["fields"]]
 
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith(
+            "_changelist"
+        ):
+            # Up to a buffer's worth of kept points per source: not for a list.
+            queryset = queryset.defer("state", "pending_points")
+        return queryset
+
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return self.fieldsets

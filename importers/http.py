@@ -2,13 +2,19 @@
 
 - Every call has ``ctx.timeout`` and counts in ``ctx.calls``.
 - Connection errors, timeouts, 5xx and 429 are retried, at most ``max_attempts``
-  tries a call, with exponential backoff and full jitter between them; a 429
-  waits what ``Retry-After`` (seconds or an HTTP date) or Pingdom's
+  tries a call, with exponential backoff and full jitter between them; a 429 or
+  a 503 waits what ``Retry-After`` (seconds or an HTTP date) or Pingdom's
   ``Req-Limit-Short``/``Req-Limit-Long`` headers ask. A wait longer than
   ``max_wait``, or a call's waits adding up past ``max_total_wait``, fails the
   call at once rather than stall the worker.
-- When Pingdom says a limit is spent (``Remaining: 0``), the next call first
-  waits until it resets (same bounds).
+- When Pingdom says a limit is spent (``Remaining: 0``), the next call (a retry
+  too, whatever its status) first waits until it resets (same bounds).
+- Failures no other call of the run would escape raise ``SourceWideError`` (a
+  ``SourceError``), so that a kind stops instead of going on with the next app
+  or check: credentials or token refused (a 401 after a renewal, the token call
+  failing), the rate limit (a 429 after the last try, a wait asked by the API
+  beyond the bounds) and connection failures after the last try. Timeouts, 5xx
+  and other 4xx may concern one app or check only: plain ``SourceError``.
 - Apteligent: an OAuth password-grant token, cached in Django's cache (shared
   between workers) under ``ctx.token_cache_key`` until shortly before it
   expires; a 401 drops it, gets a new one and retries once. Pingdom: a static
@@ -34,7 +40,7 @@ from urllib.parse import quote, quote_plus
 import requests
 from django.core.cache import cache
 
-from importers.sources.base import FetchContext, SourceError
+from importers.sources.base import FetchContext, SourceError, SourceWideError
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,8 @@ _RATE_LIMIT = re.compile(
     r"Remaining:\s*(\d+)\W+Time\s+until\s+reset:\s*(\d+)", re.IGNORECASE
 )
 _SNIPPET = 120
+# The statuses whose Retry-After (and Pingdom's limit headers) say when to retry.
+RETRY_AFTER_STATUSES = (429, 503)
 
 
 class Auth:
@@ -116,6 +124,15 @@ class PasswordGrantToken(Auth):
         self._request(client)
 
     def _request(self, client: ApiClient) -> None:
+        try:
+            self._grant(client)
+        except SourceWideError:
+            raise
+        except SourceError as exc:
+            # Without a token no call of the run can succeed.
+            raise SourceWideError(str(exc)) from None
+
+    def _grant(self, client: ApiClient) -> None:
         where = "POST /token"
         answer = client.call(
             "POST",
@@ -245,8 +262,9 @@ class ApiClient:
                 method, path, where, params, json_body, data, basic_auth, authenticate
             )
         except SourceError as exc:
-            # Belt and braces: whatever built the message, no secret leaves.
-            raise SourceError(self.redact(str(exc))) from None
+            # Belt and braces: whatever built the message, no secret leaves (and
+            # a SourceWideError stays one).
+            raise type(exc)(self.redact(str(exc))) from None
 
     def _call(
         self,
@@ -266,6 +284,9 @@ class ApiClient:
         while True:
             waited += self._wait_for_rate_limit(where, waited)
             attempt += 1
+            # Whether the failure concerns the whole source, and whether its
+            # wait is the API's own (Retry-After, a spent limit).
+            wide = hinted = False
             headers = {"Accept": "application/json"}
             if authenticate:
                 headers["Authorization"] = self.auth.header(self)
@@ -283,11 +304,11 @@ class ApiClient:
                     allow_redirects=False,
                 )
             except TRANSIENT_ERRORS as exc:
-                problem = (
-                    f"timed out after {self.ctx.timeout:g} s"
-                    if isinstance(exc, requests.Timeout)
-                    else f"connection failed ({type(exc).__name__})"
-                )
+                if isinstance(exc, requests.Timeout):
+                    problem = f"timed out after {self.ctx.timeout:g} s"
+                else:
+                    problem = f"connection failed ({type(exc).__name__})"
+                    wide = True  # the API is unreachable, not one app's call
                 delay = self._backoff(attempt)
             except requests.RequestException as exc:
                 raise SourceError(f"{where}: {type(exc).__name__}") from None
@@ -307,21 +328,32 @@ class ApiClient:
                         attempt -= 1  # the retry after a renewal is not a failure
                         continue
                 if status == 401:
-                    raise SourceError(
+                    raise SourceWideError(
                         f"{where}: unauthorized (HTTP 401): check the credentials"
                     )
                 if status == 429:
                     problem = "rate limited (HTTP 429)"
-                    delay = self._rate_limit_delay(response, attempt)
+                    wide = True
                 elif status >= 500:
                     problem = f"HTTP {status}"
-                    delay = self._backoff(attempt)
                 else:
                     raise SourceError(f"{where}: HTTP {status}{self._body(response)}")
+                if status in RETRY_AFTER_STATUSES:
+                    delay, hinted = self._rate_limit_delay(response, attempt)
+                else:
+                    delay = self._backoff(attempt)
+            # A retry never goes before a spent limit resets (whatever failed).
+            reset = self._blocked_until - self.clock()
+            if reset > delay:
+                delay, hinted = reset, True
             if attempt >= self.max_attempts:
-                raise SourceError(f"{where}: {problem}; gave up after {attempt} tries")
+                error = SourceWideError if wide else SourceError
+                raise error(f"{where}: {problem}; gave up after {attempt} tries")
             if delay > self.max_wait or waited + delay > self.max_total_wait:
-                raise SourceError(
+                # The API asked for a wait this importer will not make: so would
+                # every other call of the run.
+                error = SourceWideError if wide or hinted else SourceError
+                raise error(
                     f"{where}: {problem}; the next try would be in {delay:.0f} s, "
                     f"beyond the {self.max_wait:.0f} s this importer waits"
                 )
@@ -345,12 +377,16 @@ class ApiClient:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1)))."""
         return self.rand() * min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
 
-    def _rate_limit_delay(self, response: requests.Response, attempt: int) -> float:
+    def _rate_limit_delay(
+        self, response: requests.Response, attempt: int
+    ) -> tuple[float, bool]:
+        """The wait before retrying a 429 or 503, and whether the API asked for
+        it (``Retry-After``, a spent limit) rather than it being our backoff."""
         asked = _retry_after(response.headers.get("Retry-After"), self.clock())
         reset = self._blocked_until - self.clock()
         if asked is None and reset <= 0:
-            return self._backoff(attempt)
-        return max(asked or 0.0, reset, 0.0)
+            return self._backoff(attempt), False
+        return max(asked or 0.0, reset, 0.0), True
 
     def _note_rate_limit(self, response: requests.Response) -> None:
         for header in ("Req-Limit-Short", "Req-Limit-Long"):
@@ -365,7 +401,7 @@ class ApiClient:
         if delay <= 0:
             return 0.0
         if delay > self.max_wait or waited + delay > self.max_total_wait:
-            raise SourceError(
+            raise SourceWideError(
                 f"{where}: the API's rate limit is spent and resets in {delay:.0f} s, "
                 f"beyond the {self.max_wait:.0f} s this importer waits"
             )

@@ -13,6 +13,7 @@ import re
 from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -33,6 +34,7 @@ ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # (graphite.sanitize_level would escape an underscore as "_5f").
 SOURCE_NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 SAFE_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 MAX_ERROR_LENGTH = 1000
 # A dry run keeps at most this many characters of the lines it would send.
 MAX_DRY_RUN_CHARS = 1_000_000
@@ -106,6 +108,35 @@ def validate_prefix(value: str) -> None:
     )
 
 
+def credential_variable_problem(name: str) -> str:
+    """Why a source may not read the variable ``name`` (empty: it may). Only
+    names under IMPORTERS_CREDENTIAL_PREFIXES: otherwise an operator could have
+    the portal's own secrets (SECRET_KEY, DATABASE_URL, ...) sent to any API."""
+    prefixes = tuple(settings.IMPORTERS_CREDENTIAL_PREFIXES)
+    if name.startswith(prefixes):
+        return ""
+    allowed = ", ".join(f"{p}…" for p in prefixes) or "none (the setting is empty)"
+    return (
+        f"{name} is not a variable importers may read: only names starting with "
+        f"{allowed} (IMPORTERS_CREDENTIAL_PREFIXES), so that no source can send "
+        "the portal's own settings to an API."
+    )
+
+
+def validate_base_url(value: str) -> None:
+    """https, or http to this machine (tests, a local proxy): credentials and
+    tokens never travel in clear over a network."""
+    parts = urlsplit(value)
+    if parts.scheme == "https" or (
+        parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    ):
+        return
+    raise ValidationError(
+        "Must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost): "
+        "the credentials travel with every call."
+    )
+
+
 def validate_credentials(value: object) -> None:
     """A JSON object: credential role -> environment variable NAME."""
     if not isinstance(value, dict):
@@ -121,6 +152,8 @@ def validate_credentials(value: object) -> None:
                 "Store the name of the variable holding the secret, never the "
                 "secret itself."
             )
+        if problem := credential_variable_problem(name):
+            raise ValidationError(f"{role}: {problem}")
 
 
 def validate_string_list(value: object) -> None:
@@ -271,7 +304,8 @@ class ImportSource(models.Model):
         "API base URL",
         max_length=500,
         blank=True,
-        help_text="Empty: the kind's default.",
+        validators=[validate_base_url],
+        help_text="Empty: the kind's default. https (http only to this machine).",
     )
     credentials = models.JSONField(
         default=dict,
@@ -508,10 +542,32 @@ class ImportSource(models.Model):
             query = query.filter(enabled=True).filter(
                 Q(next_due_at__isnull=True) | Q(next_due_at__lte=due_by)
             )
+        abandoned = (
+            ImportSource.objects.filter(pk=self.pk)
+            .values_list("running_run_id", flat=True)
+            .first()
+        )
         if query.update(running_since=now, running_run=run) != 1:
             return False
+        if abandoned is not None:
+            # The holder's process died (or overran the stale limit): its run
+            # will never finish on its own.
+            ImportRun.objects.filter(
+                pk=abandoned, status=ImportRun.Status.RUNNING
+            ).update(
+                status=ImportRun.Status.FAILED,
+                finished_at=now,
+                error="abandoned: its lock was taken over by run "
+                f"#{run.pk} after {stale_after} without news",
+            )
         self.running_since, self.running_run = now, run
         return True
+
+    def heartbeat(self, run: ImportRun, now: datetime | None = None) -> None:
+        """The run holding the lock is alive: push its stale limit further."""
+        ImportSource.objects.filter(pk=self.pk, running_run=run).update(
+            running_since=now or timezone.now()
+        )
 
     claim.alters_data = True
 
@@ -656,7 +712,11 @@ class ImportRun(models.Model):
     finish.alters_data = True
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def one_line(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
-    """``text`` on one line, at most ``limit`` characters."""
-    flat = " ".join(str(text).split())
+    """``text`` on one line, at most ``limit`` characters, without control
+    characters (an API's answer may hold a NUL, which PostgreSQL cannot store)."""
+    flat = " ".join(_CONTROL.sub(" ", str(text)).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

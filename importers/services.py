@@ -25,7 +25,9 @@ import copy
 import json
 import logging
 import os
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -48,6 +50,7 @@ from importers.models import (
     GraphiteSink,
     ImportRun,
     ImportSource,
+    credential_variable_problem,
     one_line,
 )
 
@@ -97,6 +100,9 @@ def resolve_credentials(source: ImportSource) -> dict[str, str]:
             "no environment variable is configured for the credential(s) "
             + ", ".join(unconfigured)
         )
+    for role in roles:  # saved outside the admin's validation, or a prefix removed
+        if problem := credential_variable_problem(references[role]):
+            raise ConfigurationError(f"credential {role!r}: {problem}")
     missing = [
         f"{references[role]} (credential {role!r})"
         for role in roles
@@ -195,6 +201,7 @@ def _fetch(
     since: datetime | None,
     until: datetime | None,
     now: datetime,
+    heartbeat: Callable[[], None] | None = None,
 ) -> Fetched:
     """Call the kind; any error becomes one redacted line, never an exception."""
     from importers.sources import FetchContext
@@ -223,6 +230,8 @@ def _fetch(
             timeout=float(settings.IMPORTERS_HTTP_TIMEOUT),
             interval_minutes=source.interval_minutes,
         )
+        if heartbeat is not None:
+            ctx.heartbeat = heartbeat
         points = []
         for point in kind.fetch(ctx):
             if not isinstance(point, tuple | list) or len(point) != 3:
@@ -231,7 +240,10 @@ def _fetch(
                     "not a (path, value, timestamp) point"
                 )
             points.append(tuple(point))
-        return Fetched(points, ctx.state, ctx.calls, "")
+        # Apps or checks that failed while the others went on (their marks did
+        # not move: the next run tries them again).
+        failed = "; ".join(redact(one_line(e), secrets) for e in ctx.errors)
+        return Fetched(points, ctx.state, ctx.calls, failed)
     except Exception as exc:
         error = _describe(exc, secrets)
         if _expected(exc):
@@ -297,12 +309,16 @@ def run_source(
             return _dry_run(source, run, since=since, until=until)
         return _real_run(source, run, since=since, until=until)
     finally:
-        if not run.is_terminal:  # our own code failed (e.g. the database)
-            try:
-                run.finish(Status.FAILED, error="the run stopped unexpectedly")
-            finally:
-                if not dry_run:
-                    source.release(run)
+        # Whatever happened: the lock goes (a no-op when record_run released it),
+        # and a run the database still sees running is failed. The in-memory run
+        # is no guide: its finish() may have been rolled back.
+        if not dry_run:
+            source.release(run)
+        ImportRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+            status=Status.FAILED,
+            finished_at=timezone.now(),
+            error="the run stopped unexpectedly (see the log)",
+        )
 
 
 def _refusal(source: ImportSource) -> RunRefused:
@@ -369,7 +385,13 @@ def _real_run(
     since: datetime | None,
     until: datetime | None,
 ) -> ImportRun:
-    fetched = _fetch(source, since=since, until=until, now=run.started_at)
+    fetched = _fetch(
+        source,
+        since=since,
+        until=until,
+        now=run.started_at,
+        heartbeat=_heartbeat(source, run),
+    )
     pending = [tuple(point) for point in source.pending_points or []]
     sent = dropped = rejected = 0
     sink_error = ""
@@ -403,9 +425,9 @@ def _real_run(
         )
     if rejected:
         errors.append(f"{rejected} invalid point(s) rejected (see the log)")
-    if fetched.error:
+    if fetched.error and not fetched.points:
         status = Status.FAILED
-    elif sink_error:
+    elif fetched.error or sink_error:  # some apps failed, or points kept
         status = Status.PARTIAL
     else:
         status = Status.SUCCEEDED
@@ -433,6 +455,23 @@ def _real_run(
     log = logger.info if status == Status.SUCCEEDED else logger.warning
     log("importer %s: %s", source.name, run_summary(run))
     return run
+
+
+# At most one lock refresh per this many seconds, however many apps a run has.
+HEARTBEAT_EVERY = 30
+
+
+def _heartbeat(source: ImportSource, run: ImportRun) -> Callable[[], None]:
+    """What a kind calls before each app or check: keeps the run's lock fresh, so
+    a long run (a backfill of many apps) is not taken for a dead one."""
+    last = [time.monotonic()]
+
+    def beat() -> None:
+        if time.monotonic() - last[0] >= HEARTBEAT_EVERY:
+            last[0] = time.monotonic()
+            source.heartbeat(run)
+
+    return beat
 
 
 def _own_points(
@@ -484,10 +523,13 @@ def run_due(now: datetime | None = None) -> list[DueOutcome]:
     is skipped with a note; one that another process ran meanwhile, silently.
     """
     now = now or timezone.now()
+    fail_abandoned_runs(now=now)
     due = (
         ImportSource.objects.filter(enabled=True)
         .filter(Q(next_due_at__isnull=True) | Q(next_due_at__lte=now))
         .select_related("sink", "last_run")
+        # run_source reloads them once it holds the lock.
+        .defer("state", "pending_points")
         .order_by(F("next_due_at").asc(nulls_first=True), "name")
     )
     outcomes = []
@@ -510,6 +552,26 @@ def run_due(now: datetime | None = None) -> list[DueOutcome]:
         else:
             outcomes.append(DueOutcome(source.name, run=run))
     return outcomes
+
+
+def fail_abandoned_runs(*, now: datetime | None = None) -> int:
+    """Runs still "running" past the stale limit that hold no lock (a dry run
+    whose web worker was killed, a process that died before taking the lock):
+    failed, so that nothing stays running for ever. Returns how many."""
+    now = now or timezone.now()
+    holding = ImportSource.objects.exclude(running_run=None).values("running_run")
+    return (
+        ImportRun.objects.filter(
+            status=Status.RUNNING, started_at__lt=now - stale_after()
+        )
+        .exclude(pk__in=holding)
+        .update(
+            status=Status.FAILED,
+            finished_at=now,
+            error="abandoned: still running after the stale limit, holding no lock "
+            "(its process died)",
+        )
+    )
 
 
 def source_run_enqueue(*, source: ImportSource, triggered_by: str) -> None:

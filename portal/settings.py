@@ -319,6 +319,11 @@ IMPORTERS_HTTP_TIMEOUT = env.int(
 # Extra source kinds: dotted paths to importers.sources.Kind objects (a plugin, or
 # the tests' fake kinds in child processes), added to the built-in ones.
 IMPORTERS_EXTRA_KINDS = env.list("IMPORTERS_EXTRA_KINDS")
+# Environment variables import sources may name as credentials: only these
+# prefixes, so that no source can send the portal's own secrets to an API.
+IMPORTERS_CREDENTIAL_PREFIXES = env.list(
+    "IMPORTERS_CREDENTIAL_PREFIXES", ["APTELIGENT_", "PINGDOM_", "IMPORTER_"]
+)
 # Days import runs are kept (deleted in batches by a daily tick; each source's last
 # run stays).
 IMPORTERS_RUN_RETENTION_DAYS = env.int("IMPORTERS_RUN_RETENTION_DAYS", 30, min_value=1)

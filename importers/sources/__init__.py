@@ -56,8 +56,9 @@ def _kind(
 KINDS: dict[str, Kind] = {
     kind.key: kind
     for kind in (
-        # Hourly, so that each app's day is sent within the hour after its local
-        # midnight; the runs in between cost no call (see apteligent.fetch_daily).
+        # Hourly, so that each app's day is sent within the hour after it is over
+        # both at the API (UTC) and in the app's zone; the runs in between cost no
+        # call (see apteligent.fetch_daily).
         _kind(
             apteligent,
             "apteligent_daily",

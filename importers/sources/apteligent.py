@@ -6,15 +6,26 @@ name is in ``app_blacklist``. ``<app>`` below is the app's name, or
 ``metric_name`` (``"AcmeShop iOS"`` -> ``AcmeShop_20iOS``).
 
 - daily: ``<prefix>.<app>.daily.<graph>``. The graph's ``data.start`` is the
-  first day of ``data.series[0].points`` (oldest first, one a day); the point
-  of day D is stamped at 00:00 of D in the app's time zone (``app_settings``,
-  else UTC), the start of the day it describes. Only completed days count (D
-  before today in the app's zone: the last point is today so far). The state
-  keeps, per app, the newest day sent (``state["daily"][app_id] = "YYYY-MM-DD"``):
-  a day is sent once, and once yesterday is sent the app costs no call until
-  its next local midnight. After a gap the missed days are fetched too (a
-  longer ``duration``, at most 30 days). A backfill sends every completed day
-  whose stamp is in ``[since, until)``, up to 30 days back.
+  first day of ``data.series[0].points`` (oldest first, one a day): point i
+  describes day ``start + i``. The API's days are UTC days (an assumption: its
+  ``start`` and ``end`` are midnights without an offset, and the sample taken
+  at 06:42 UTC ends with that UTC day), so the LAST point is always the UTC day
+  in progress, "today so far", and is never sent. The point of day D is stamped
+  at 00:00 of D in the app's time zone (``app_settings``, else UTC), the start
+  of the day it describes; it is sent once D is over both at the API (its UTC
+  midnight has passed: D is not the last point) and in the app's zone (D is
+  before the app's local today). East of Greenwich a day is thus sent after
+  the UTC midnight that ends it, not at the local one; west of it, after the
+  local midnight. The state keeps per app and graph the newest day settled
+  (``state["daily"][app_id][graph] = "YYYY-MM-DD"``; an older state's single
+  ``"YYYY-MM-DD"`` per app counts for every graph): a day sent, or a day still
+  null (no data) once the next day is over. A day whose value is still null is
+  asked again by every run until then, so a graph the API fills late is sent
+  late rather than never; each value is sent once. A graph whose newest
+  completed day is settled costs no call until the next day is over. After a
+  gap the missed days are fetched too (a longer ``duration``, at most 30 days).
+  A backfill sends every completed day whose stamp is in ``[since, until)``, up
+  to 30 days back.
 - live: ``<prefix>.<app>.live.{appLoads,crashes,exceptions}`` from
   ``app_loads``, ``app_errors``, ``app_exceptions`` of each 10 s bucket, at the
   bucket's time. Windows overlap: only buckets newer than the app's mark
@@ -35,20 +46,30 @@ name is in ``app_blacklist``. ``<app>`` below is the app's name, or
   group where some carrier's users cannot be derived (a percentage of 0).
   Percentages are never summed.
 - services: ``<prefix>.<app>.services.<service>.<graph>`` for the service
-  labels in ``services_whitelist``; an empty whitelist keeps every service.
+  labels in ``services_whitelist`` only (the API counts Wi-Fi hotspots and the
+  like as services). An empty whitelist imports no service: the kind logs so
+  at INFO and returns no points, without a call.
 
 Grouped and services points are stamped at the run's time rounded down to the
 source's interval in minutes, or, for a source on a cron, the kind's (10 and 15
 minutes): the values are rolling windows ending now.
+
+Each kind calls ``ctx.heartbeat()`` before each app. An app whose calls or
+answers fail (a ``SourceError``) adds one line naming it to ``ctx.errors``: its
+points are dropped and its marks stay, so the next run tries it again, while
+the other apps' points are returned and their marks move. The app list
+unreadable, a bad config or a ``SourceWideError`` (credentials refused, rate
+limit spent, API unreachable) still fail the whole kind.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -58,6 +79,7 @@ from importers.sources.base import (
     FetchContext,
     Point,
     SourceError,
+    SourceWideError,
     as_dict,
     as_list,
     as_number,
@@ -69,10 +91,13 @@ from importers.sources.base import (
     floor_epoch,
     int_mark,
     metric_path,
+    note_failure,
     slices,
     unique_levels,
     zone,
 )
+
+logger = logging.getLogger(__name__)
 
 API = "apteligent"
 DEFAULT_BASE_URL = "https://developers.crittercism.com/v1.0"
@@ -162,7 +187,33 @@ def list_apps(api: http.ApiClient, ctx: FetchContext) -> list[App]:
     return apps
 
 
+def _each_app(
+    ctx: FetchContext,
+    api: http.ApiClient,
+    one_app: Callable[[http.ApiClient, App], list[Point]],
+) -> list[Point]:
+    """The points of ``one_app(api, app)`` for every app. An app that fails (a
+    ``SourceError``) adds a line to ``ctx.errors`` and the others go on; it must
+    move its marks only once nothing more can fail. A ``SourceWideError``
+    stops the kind."""
+    points: list[Point] = []
+    for app in list_apps(api, ctx):
+        ctx.heartbeat()
+        try:
+            points.extend(one_app(api, app))
+        except SourceWideError:
+            raise
+        except SourceError as exc:
+            note_failure(ctx, f"app {app.name} ({app.id})", exc, api.redact)
+    return points
+
+
 # --- daily ----------------------------------------------------------------------
+
+
+def api_day(moment: datetime) -> date:
+    """The day of the API's that ``moment`` falls in: its days are UTC days."""
+    return moment.astimezone(UTC).date()
 
 
 def fetch_daily(ctx: FetchContext, client: http.ApiClient | None = None) -> list[Point]:
@@ -170,66 +221,88 @@ def fetch_daily(ctx: FetchContext, client: http.ApiClient | None = None) -> list
     checked_config(ctx)
     window = backfill_window(ctx, "apteligent_daily", backfill=True)
     marks = ctx.state.setdefault("daily", {})
-    points: list[Point] = []
-    with _api(ctx, client) as api:
-        for app in list_apps(api, ctx):
-            today = ctx.now.astimezone(app.zone).date()
-            mark = _day_mark(marks.get(app.id))
-            if window:
-                # Completed days back from today whose midnight can be >= since.
-                days = (today - window[0].astimezone(app.zone).date()).days
-                if days > DAILY_MAX_DAYS:
-                    raise SourceError(
-                        f"a daily backfill reaches at most {DAILY_MAX_DAYS} days "
-                        f"back; since is {days} days before today"
-                    )
-                if days < 1:
-                    continue
-            elif mark is not None and mark >= today - timedelta(days=1):
-                continue  # yesterday is sent: nothing new before the next midnight
+    in_progress = api_day(ctx.now)
+
+    def one_app(api: http.ApiClient, app: App) -> list[Point]:
+        # The newest day over both at the API and in the app's zone.
+        local_today = ctx.now.astimezone(app.zone).date()
+        last = min(in_progress, local_today) - timedelta(days=1)
+        first = None
+        if window:
+            # Days whose local midnight can be >= since.
+            first = window[0].astimezone(app.zone).date()
+            back = (in_progress - first).days
+            if back > DAILY_MAX_DAYS:
+                raise SourceWideError(
+                    f"a daily backfill reaches at most {DAILY_MAX_DAYS} days "
+                    f"back; since is {back} days before today"
+                )
+        old = _graph_marks(marks.get(app.id))
+        new = dict(old)
+        points: list[Point] = []
+        for graph in DAILY_GRAPHS:
+            mark = old.get(graph)
+            if first is not None:
+                start = first
+            elif mark is not None and mark >= last:
+                continue  # nothing new for this graph before the next day is over
             else:
-                days = 1 if mark is None else (today - mark).days - 1
-                days = min(max(days, 1), DAILY_MAX_DAYS)
-            newest = _daily_app(ctx, api, app, today, mark, window, days, points)
+                start = last if mark is None else mark + timedelta(days=1)
+                start = max(start, in_progress - timedelta(days=DAILY_MAX_DAYS))
+            if start > last:
+                continue
+            newest = _daily_graph(
+                ctx, api, app, graph, start, last, mark, window, points
+            )
             if newest is not None and (mark is None or newest > mark):
-                marks[app.id] = newest.isoformat()
-    return points
+                new[graph] = newest
+        # Only now that every call of the app went through.
+        if new != old:
+            marks[app.id] = {graph: day.isoformat() for graph, day in new.items()}
+        return points
+
+    with _api(ctx, client) as api:
+        return _each_app(ctx, api, one_app)
 
 
-def _daily_app(
+def _daily_graph(
     ctx: FetchContext,
     api: http.ApiClient,
     app: App,
-    today: date,
+    graph: str,
+    start: date,
+    last: date,
     mark: date | None,
     window: tuple[datetime, datetime] | None,
-    days: int,
     points: list[Point],
 ) -> date | None:
+    """Append the graph's values of the days ``start`` to ``last`` to ``points``;
+    the newest day settled (sent, or null after the next day is over)."""
+    in_progress = api_day(ctx.now)
+    # The API's last point is the day in progress: ask for it too.
+    duration = ((in_progress - start).days + 1) * 1440
+    answer = api.post(
+        "/errorMonitoring/graph",
+        json_body={"params": {"graph": graph, "duration": duration, "appId": app.id}},
+    )
+    days = _graph_days(answer, "POST /errorMonitoring/graph")
     newest = None
-    # ``days`` completed days, and today so far.
-    duration = (days + 1) * 1440
-    where = "POST /errorMonitoring/graph"
-    for graph in DAILY_GRAPHS:
-        answer = api.post(
-            "/errorMonitoring/graph",
-            json_body={
-                "params": {"graph": graph, "duration": duration, "appId": app.id}
-            },
-        )
-        for day, value in _graph_days(answer, where):
-            if day >= today:
-                continue  # today (or later) is not over yet
-            stamp = local_midnight(day, app.zone)
-            if window:
-                if not window[0].timestamp() <= stamp < window[1].timestamp():
-                    continue
-            elif mark is not None and day <= mark:
+    for i, (day, value) in enumerate(days):
+        if i == len(days) - 1 or day > last:
+            continue  # the day in progress, or a day not over in the app's zone
+        stamp = local_midnight(day, app.zone)
+        if window:
+            if not window[0].timestamp() <= stamp < window[1].timestamp():
                 continue
-            if value is None:
-                continue  # no data for that day
-            points.append((metric_path(ctx, app.level, "daily", graph), value, stamp))
-            newest = day if newest is None else max(newest, day)
+        elif mark is not None and day <= mark:
+            continue
+        if value is None:
+            if not window and day < last:
+                # Still null once the next day is over: a day without data.
+                newest = day if newest is None else max(newest, day)
+            continue  # else asked again by the next run
+        points.append((metric_path(ctx, app.level, "daily", graph), value, stamp))
+        newest = day if newest is None else max(newest, day)
     return newest
 
 
@@ -266,6 +339,22 @@ def _graph_days(answer: Any, where: str) -> list[tuple[date, int | float | None]
     return result
 
 
+def _graph_marks(value: Any) -> dict[str, date]:
+    """An app's daily marks, ``{graph: day}``; an older state's single day
+    (``"YYYY-MM-DD"``) is every graph's mark."""
+    if isinstance(value, str):
+        day = _day_mark(value)
+        return {} if day is None else dict.fromkeys(DAILY_GRAPHS, day)
+    if not isinstance(value, dict):
+        return {}
+    marks = {}
+    for graph, text in value.items():
+        day = _day_mark(text)
+        if graph in DAILY_GRAPHS and day is not None:
+            marks[graph] = day
+    return marks
+
+
 def _day_mark(value: Any) -> date | None:
     if not isinstance(value, str):
         return None
@@ -284,36 +373,37 @@ def fetch_live(ctx: FetchContext, client: http.ApiClient | None = None) -> list[
     backfill_window(ctx, "apteligent_live", backfill=False)
     marks = ctx.state.setdefault("live", {})
     now = ctx.now.timestamp()
-    points: list[Point] = []
+
+    def one_app(api: http.ApiClient, app: App) -> list[Point]:
+        path = f"/liveStats/periodic/{quote(app.id, safe='')}"
+        answer = api.post(path, params={"app_version": "total", "initialize": 1})
+        buckets = _buckets(answer, f"POST {path}")
+        times = [bucket[0] for bucket in buckets]
+        step = min(
+            (b - a for a, b in zip(times, times[1:], strict=False)),
+            default=LIVE_STEP,
+        )
+        mark = int_mark(marks.get(app.id))
+        newest = None
+        points: list[Point] = []
+        for stamp, loads, errors, exceptions in buckets:
+            if mark is not None and stamp <= mark:
+                continue  # sent by an earlier run
+            if stamp + step > now:
+                continue  # still filling: sent by the next run
+            for name, value in (
+                ("appLoads", loads),
+                ("crashes", errors),
+                ("exceptions", exceptions),
+            ):
+                points.append((metric_path(ctx, app.level, "live", name), value, stamp))
+            newest = stamp
+        if newest is not None:
+            marks[app.id] = newest
+        return points
+
     with _api(ctx, client) as api:
-        for app in list_apps(api, ctx):
-            path = f"/liveStats/periodic/{quote(app.id, safe='')}"
-            answer = api.post(path, params={"app_version": "total", "initialize": 1})
-            buckets = _buckets(answer, f"POST {path}")
-            times = [bucket[0] for bucket in buckets]
-            step = min(
-                (b - a for a, b in zip(times, times[1:], strict=False)),
-                default=LIVE_STEP,
-            )
-            mark = int_mark(marks.get(app.id))
-            newest = None
-            for stamp, loads, errors, exceptions in buckets:
-                if mark is not None and stamp <= mark:
-                    continue  # sent by an earlier run
-                if stamp + step > now:
-                    continue  # still filling: sent by the next run
-                for name, value in (
-                    ("appLoads", loads),
-                    ("crashes", errors),
-                    ("exceptions", exceptions),
-                ):
-                    points.append(
-                        (metric_path(ctx, app.level, "live", name), value, stamp)
-                    )
-                newest = stamp
-            if newest is not None:
-                marks[app.id] = newest
-    return points
+        return _each_app(ctx, api, one_app)
 
 
 def _buckets(
@@ -350,17 +440,20 @@ def fetch_grouped_appversion(
     checked_config(ctx)
     backfill_window(ctx, "apteligent_grouped_appversion", backfill=False)
     stamp = floor_epoch(ctx.now, ctx.interval_minutes or GROUPED_INTERVAL)
-    points: list[Point] = []
+
+    def one_app(api: http.ApiClient, app: App) -> list[Point]:
+        points: list[Point] = []
+        for graph in GROUPED_GRAPHS:
+            pie = _pie(api, app, graph, "appVersion")
+            for label in sorted(pie):
+                path = metric_path(
+                    ctx, app.level, "groupedby", "appversion", label, graph
+                )
+                points.append((path, pie[label], stamp))
+        return points
+
     with _api(ctx, client) as api:
-        for app in list_apps(api, ctx):
-            for graph in GROUPED_GRAPHS:
-                pie = _pie(api, app, graph, "appVersion")
-                for label in sorted(pie):
-                    path = metric_path(
-                        ctx, app.level, "groupedby", "appversion", label, graph
-                    )
-                    points.append((path, pie[label], stamp))
-    return points
+        return _each_app(ctx, api, one_app)
 
 
 def fetch_grouped_carrier(
@@ -370,22 +463,23 @@ def fetch_grouped_carrier(
     checked_config(ctx, carriers=True)
     backfill_window(ctx, "apteligent_grouped_carrier", backfill=False)
     stamp = floor_epoch(ctx.now, ctx.interval_minutes or GROUPED_INTERVAL)
-    points: list[Point] = []
+
+    def one_app(api: http.ApiClient, app: App) -> list[Point]:
+        pies = {graph: _pie(api, app, graph, "carrier") for graph in CARRIER_GRAPHS}
+        rules = [
+            (re.compile(pattern), group)
+            for pattern, group in ctx.carrier_map.get(app.country, [])
+        ]
+        groups = carrier_groups(pies, rules)
+        points: list[Point] = []
+        for group in sorted(groups):
+            for graph, value in groups[group].items():
+                path = metric_path(ctx, app.level, "groupedby", "carrier", group, graph)
+                points.append((path, value, stamp))
+        return points
+
     with _api(ctx, client) as api:
-        for app in list_apps(api, ctx):
-            pies = {graph: _pie(api, app, graph, "carrier") for graph in CARRIER_GRAPHS}
-            rules = [
-                (re.compile(pattern), group)
-                for pattern, group in ctx.carrier_map.get(app.country, [])
-            ]
-            groups = carrier_groups(pies, rules)
-            for group in sorted(groups):
-                for graph, value in groups[group].items():
-                    path = metric_path(
-                        ctx, app.level, "groupedby", "carrier", group, graph
-                    )
-                    points.append((path, value, stamp))
-    return points
+        return _each_app(ctx, api, one_app)
 
 
 def carrier_groups(
@@ -456,25 +550,34 @@ def fetch_services(
     backfill_window(ctx, "apteligent_services", backfill=False)
     stamp = floor_epoch(ctx.now, ctx.interval_minutes or SERVICES_INTERVAL)
     keep = set(ctx.services_whitelist)
-    points: list[Point] = []
+    if not keep:
+        logger.info(
+            "%s: the services whitelist is empty: no service is imported",
+            ctx.name,
+        )
+        return []
+
+    def one_app(api: http.ApiClient, app: App) -> list[Point]:
+        points: list[Point] = []
+        for graph in SERVICE_GRAPHS:
+            answer = api.post(
+                "/performanceManagement/pie",
+                json_body={
+                    "params": {
+                        "appIds": [app.id],
+                        "graph": graph,
+                        "duration": SERVICES_DURATION,
+                        "groupBy": "service",
+                    }
+                },
+            )
+            pie = slices(answer, "POST /performanceManagement/pie")
+            for label in sorted(pie):
+                if label not in keep:
+                    continue  # e.g. a Wi-Fi hotspot the API counts as a service
+                path = metric_path(ctx, app.level, "services", label, graph)
+                points.append((path, pie[label], stamp))
+        return points
+
     with _api(ctx, client) as api:
-        for app in list_apps(api, ctx):
-            for graph in SERVICE_GRAPHS:
-                answer = api.post(
-                    "/performanceManagement/pie",
-                    json_body={
-                        "params": {
-                            "appIds": [app.id],
-                            "graph": graph,
-                            "duration": SERVICES_DURATION,
-                            "groupBy": "service",
-                        }
-                    },
-                )
-                pie = slices(answer, "POST /performanceManagement/pie")
-                for label in sorted(pie):
-                    if keep and label not in keep:
-                        continue  # e.g. a Wi-Fi hotspot the API counts as a service
-                    path = metric_path(ctx, app.level, "services", label, graph)
-                    points.append((path, pie[label], stamp))
-    return points
+        return _each_app(ctx, api, one_app)

@@ -7,6 +7,15 @@ the points are safely accepted by the sink, so a failed run is simply redone.
 Expected failures (HTTP after retries, an answer of an unknown shape, bad
 config) raise ``SourceError``, whose text is one line free of secrets.
 
+A kind goes through the apps or checks one at a time, calling ``ctx.heartbeat()``
+before each. When one app or check fails (a ``SourceError`` from its calls or the
+shape of its answers), the kind appends one line naming it to ``ctx.errors`` and
+goes on with the others: their points are returned and only their marks move,
+so the failed one is tried again by the next run. A failure that concerns the
+whole source still raises: the app or check list cannot be read, the config is
+bad, or the API client raises ``SourceWideError`` (credentials or token refused,
+rate limit spent, API unreachable), which no other app or check would escape.
+
 Every ``fetch`` also takes an optional ``client`` (an ``importers.http.ApiClient``),
 so that tests can pass one whose waits are not real.
 """
@@ -35,6 +44,16 @@ class SourceError(Exception):
     """A run's expected failure: ``str(exc)`` is one clear line, never a secret."""
 
 
+class SourceWideError(SourceError):
+    """A failure no app or check can escape (credentials or token refused, rate
+    limit spent, API unreachable): a kind stops at once instead of noting it in
+    ``ctx.errors`` and going on with the next app or check."""
+
+
+def _no_heartbeat() -> None:
+    """The default ``FetchContext.heartbeat``: nothing to keep fresh."""
+
+
 @dataclass
 class FetchContext:
     """Everything one fetch of one source needs; ``state`` and ``calls`` are
@@ -45,7 +64,9 @@ class FetchContext:
     credentials: dict[str, str]
     prefix: str
     app_blacklist: list[str] = field(default_factory=list)
-    # Empty keeps every service (see importers.sources.apteligent).
+    # The service labels to import: only these (the API counts Wi-Fi hotspots as
+    # services). Empty imports no service at all (logged at INFO; see
+    # importers.sources.apteligent).
     services_whitelist: list[str] = field(default_factory=list)
     carrier_map: dict[str, list[list[str]]] = field(default_factory=dict)
     app_settings: dict[str, dict] = field(default_factory=dict)
@@ -59,6 +80,14 @@ class FetchContext:
     # The source's run interval, when it has one (not a cron): rolling-window kinds
     # stamp their points at the run's time rounded down to it.
     interval_minutes: int | None = None
+    # Filled by the fetch: one line per app or check that failed while the kind
+    # went on with the others (its points dropped, its marks not moved), naming
+    # it and never a secret. Empty when every app and check went through; the
+    # caller reads it after ``fetch`` returns.
+    errors: list[str] = field(default_factory=list)
+    # Called by the fetch before each app or check (the framework keeps the run's
+    # lock fresh with it); a no-op by default.
+    heartbeat: Callable[[], None] = _no_heartbeat
 
     def __repr__(self) -> str:
         # The dataclass repr would show the credentials.
@@ -131,6 +160,19 @@ def backfill_window(
             f"{until.isoformat()}"
         )
     return since, until
+
+
+def note_failure(
+    ctx: FetchContext,
+    what: str,
+    exc: SourceError,
+    redact: Callable[[str], str] | None = None,
+) -> None:
+    """Record in ``ctx.errors`` that one app or check (``what``, e.g. ``app
+    AcmeShop (538b...)``) failed with ``exc``, as one line (``redact`` masks the
+    client's secrets). The caller lets a ``SourceWideError`` propagate instead."""
+    line = " ".join(f"{what}: {exc}".split())
+    ctx.errors.append(redact(line) if redact else line)
 
 
 def int_mark(value: Any) -> int | None:

@@ -21,12 +21,19 @@ it, through ``metric_name``.
   (``state["response_times"][check_id]``); a run sends the completed hours
   after it (at most 24; a first run sends the last completed hour). A backfill
   sends every hour inside ``[since, until)`` (at most 31 days).
+
+Both call ``ctx.heartbeat()`` before each check. A check whose calls or answers
+fail (a ``SourceError``) adds one line naming it to ``ctx.errors``: its points
+are dropped and its mark stays, so the next run tries it again, while the other
+checks' points are returned and their marks move. The check list unreadable, a
+bad config or a ``SourceWideError`` (token refused, rate limit spent, API
+unreachable) still fail the whole kind.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +43,7 @@ from importers.sources.base import (
     FetchContext,
     Point,
     SourceError,
+    SourceWideError,
     as_list,
     as_number,
     as_str,
@@ -46,6 +54,7 @@ from importers.sources.base import (
     floor_epoch,
     int_mark,
     metric_path,
+    note_failure,
     unique_levels,
 )
 
@@ -103,6 +112,27 @@ def list_checks(api: http.ApiClient) -> list[Check]:
     ]
 
 
+def _each_check(
+    ctx: FetchContext,
+    api: http.ApiClient,
+    one_check: Callable[[http.ApiClient, Check], list[Point]],
+) -> list[Point]:
+    """The points of ``one_check(api, check)`` for every check. A check that fails (a
+    ``SourceError``) adds a line to ``ctx.errors`` and the others go on; it must
+    move its mark only once nothing more can fail. A ``SourceWideError`` stops
+    the kind."""
+    points: list[Point] = []
+    for check in list_checks(api):
+        ctx.heartbeat()
+        try:
+            points.extend(one_check(api, check))
+        except SourceWideError:
+            raise
+        except SourceError as exc:
+            note_failure(ctx, f"check {check.name} ({check.id})", exc, api.redact)
+    return points
+
+
 # --- results --------------------------------------------------------------------
 
 
@@ -114,38 +144,41 @@ def fetch_results(
     window = backfill_window(ctx, "pingdom_results", backfill=True)
     marks = ctx.state.setdefault("results", {})
     now = int(ctx.now.timestamp())
-    points: list[Point] = []
-    with _api(ctx, client) as api:
-        for check in list_checks(api):
-            key = str(check.id)
-            mark = int_mark(marks.get(key))
-            if window:
-                start = math.ceil(window[0].timestamp())
-                end = math.ceil(window[1].timestamp()) - 1
-            else:
-                start = now - FIRST_LOOKBACK if mark is None else mark + 1
-                start = max(start, now - MAX_CATCH_UP)
-                end = now
-            if start > end:
+
+    def one_check(api: http.ApiClient, check: Check) -> list[Point]:
+        key = str(check.id)
+        mark = int_mark(marks.get(key))
+        if window:
+            start = math.ceil(window[0].timestamp())
+            end = math.ceil(window[1].timestamp()) - 1
+        else:
+            start = now - FIRST_LOOKBACK if mark is None else mark + 1
+            start = max(start, now - MAX_CATCH_UP)
+            end = now
+        if start > end:
+            return []
+        newest = None
+        points: list[Point] = []
+        for stamp, status, responsetime in _results(api, check, start, end):
+            if not start <= stamp <= end:
+                continue  # outside what was asked: not ours to send
+            if not window and mark is not None and stamp <= mark:
                 continue
-            newest = None
-            for stamp, status, responsetime in _results(api, check, start, end):
-                if not start <= stamp <= end:
-                    continue  # outside what was asked: not ours to send
-                if not window and mark is not None and stamp <= mark:
-                    continue
-                if status == "up":
-                    path = metric_path(ctx, "pingdom", check.level, "responsetime")
-                    points.append((path, responsetime, stamp))
-                up = UP_VALUES[status]
-                if up is not None:
-                    points.append(
-                        (metric_path(ctx, "pingdom", check.level, "up"), up, stamp)
-                    )
-                newest = stamp if newest is None else max(newest, stamp)
-            if newest is not None and (mark is None or newest > mark):
-                marks[key] = newest
-    return points
+            if status == "up":
+                path = metric_path(ctx, "pingdom", check.level, "responsetime")
+                points.append((path, responsetime, stamp))
+            up = UP_VALUES[status]
+            if up is not None:
+                points.append(
+                    (metric_path(ctx, "pingdom", check.level, "up"), up, stamp)
+                )
+            newest = stamp if newest is None else max(newest, stamp)
+        if newest is not None and (mark is None or newest > mark):
+            marks[key] = newest
+        return points
+
+    with _api(ctx, client) as api:
+        return _each_check(ctx, api, one_check)
 
 
 def _results(
@@ -202,40 +235,45 @@ def fetch_response_times(
     # The end of the newest completed hour.
     last_end = floor_epoch(ctx.now, RESPONSE_TIMES_INTERVAL)
     marks = ctx.state.setdefault("response_times", {})
-    points: list[Point] = []
-    with _api(ctx, client) as api:
-        checks = list_checks(api)
-        for check in checks:
-            key = str(check.id)
-            mark = int_mark(marks.get(key))
-            if window:
-                first = math.ceil(window[0].timestamp() / step) * step
-                stop = min(last_end, int(window[1].timestamp()))
-                if (stop - first) // step > MAX_BACKFILL_HOURS:
-                    raise SourceError(
-                        f"a response-time backfill covers at most "
-                        f"{MAX_BACKFILL_HOURS} hours (one call per hour and check)"
-                    )
-            else:
-                first = last_end - step if mark is None else mark
-                first = max(first, last_end - MAX_CATCH_UP_HOURS * step)
-                stop = last_end
-            newest_end = None
-            for start in range(first, stop - step + 1, step):
-                path = f"/summary.average/{check.id}"
-                answer = api.get(path, params={"from": start, "to": start + step - 1})
-                average = _average(answer, f"GET {path}")
-                points.append(
-                    (
-                        metric_path(ctx, "pingdom", check.level, "avgresponse"),
-                        average,
-                        start,
-                    )
+    if window:
+        first = math.ceil(window[0].timestamp() / step) * step
+        stop = min(last_end, int(window[1].timestamp()))
+        if (stop - first) // step > MAX_BACKFILL_HOURS:
+            raise SourceError(
+                f"a response-time backfill covers at most "
+                f"{MAX_BACKFILL_HOURS} hours (one call per hour and check)"
+            )
+
+    def one_check(api: http.ApiClient, check: Check) -> list[Point]:
+        key = str(check.id)
+        mark = int_mark(marks.get(key))
+        if window:
+            first = math.ceil(window[0].timestamp() / step) * step
+            stop = min(last_end, int(window[1].timestamp()))
+        else:
+            first = last_end - step if mark is None else mark
+            first = max(first, last_end - MAX_CATCH_UP_HOURS * step)
+            stop = last_end
+        newest_end = None
+        points: list[Point] = []
+        for start in range(first, stop - step + 1, step):
+            path = f"/summary.average/{check.id}"
+            answer = api.get(path, params={"from": start, "to": start + step - 1})
+            average = _average(answer, f"GET {path}")
+            points.append(
+                (
+                    metric_path(ctx, "pingdom", check.level, "avgresponse"),
+                    average,
+                    start,
                 )
-                newest_end = start + step
-            if newest_end is not None and (mark is None or newest_end > mark):
-                marks[key] = newest_end
-    return points
+            )
+            newest_end = start + step
+        if newest_end is not None and (mark is None or newest_end > mark):
+            marks[key] = newest_end
+        return points
+
+    with _api(ctx, client) as api:
+        return _each_check(ctx, api, one_check)
 
 
 def _average(answer: Any, where: str) -> int | float:

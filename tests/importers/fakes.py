@@ -7,14 +7,17 @@ free port, in a thread) and stop it after. Each fake:
 - answers like the real API, in the shapes of the samples in ``samples/``
   (copied from the spec), with data computed from its tables and its ``now``
   (``SAMPLE_NOW`` unless a test sets another), so a test can set ``now`` to
-  the real time and get recent data;
+  the real time and get recent data; Apteligent's days are UTC days, as the
+  real API's are taken to be (see ``importers.sources.apteligent``): a daily
+  graph's last point is the UTC day of ``now``, still in progress;
 - checks authentication (Apteligent: the password grant with HTTP basic auth
   ``(client_id, "")``, then a Bearer token it issued; Pingdom: the Bearer
   token) and the shape of each request, answering 400/401/404 otherwise;
 - records every request in ``requests`` (``Recorded``; ``calls(path)`` filters);
 - fails the next calls on demand: ``fail_next(mode, times=1, path=None, ...)``
   with ``mode`` one of ``"401"``, ``"429"`` (``retry_after=``, ``req_limit=``),
-  ``"500"`` (or any 5xx code), ``"malformed"`` (truncated JSON), ``"not_json"``
+  ``"500"`` (or any 5xx code, with ``retry_after=`` and ``req_limit=`` too),
+  ``"malformed"`` (truncated JSON), ``"not_json"``
   (an HTML page), ``"wrong_shape"`` (valid JSON of another shape), ``"echo"``
   (400 echoing the request's headers and body: secrets included) and ``"slow"``
   (answers normally after ``delay`` seconds); ``path`` limits it to requests
@@ -27,7 +30,7 @@ import base64
 import copy
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,7 +59,8 @@ def sample(name: str) -> Any:
 # --- Apteligent data ------------------------------------------------------------
 
 # Per app and graph, one value a day, oldest first; the last one is "today so
-# far". The iOS crashes end like the sample ([186, 267] from 2026-11-21).
+# far" (the UTC day of the fake's now). The iOS crashes end like the sample
+# ([186, 267] from 2026-11-21).
 DAILY: dict[str, dict[str, list[int | float | None]]] = {
     IOS: {
         "crashPercent": [0.81, 0.93, 1.12],
@@ -339,15 +343,16 @@ class FakeApi:
         mode = failure.mode
         if mode == "401":
             return _json(401, {"error": "invalid_token"})
+        headers = {}
+        if failure.retry_after is not None:
+            headers["Retry-After"] = failure.retry_after
+        if failure.req_limit is not None:
+            headers["Req-Limit-Short"] = failure.req_limit
         if mode == "429":
-            headers = {}
-            if failure.retry_after is not None:
-                headers["Retry-After"] = failure.retry_after
-            if failure.req_limit is not None:
-                headers["Req-Limit-Short"] = failure.req_limit
             return _json(429, {"error": "rate limit exceeded"}, headers)
         if mode.isdigit():
-            return int(mode), {"Content-Type": "text/plain"}, b"Internal Server Error"
+            headers["Content-Type"] = "text/plain"
+            return int(mode), headers, b"Internal Server Error"
         if mode == "malformed":
             return 200, {"Content-Type": "application/json"}, b'{"data": {"slices": ['
         if mode == "not_json":
@@ -391,9 +396,10 @@ class FakeApteligent(FakeApi):
         self._valid: set[str] = set()
         self.apps: dict[str, Any] = sample("apps")
         self.daily = copy.deepcopy(DAILY)
-        # The day the last daily point describes (today so far); None: now's
-        # date in UTC.
-        self.today: date | None = None
+        # When set, ``daily_value(app_id, graph, day)`` is the value of each
+        # day instead of the ``daily`` lists (None: no data that day); it may
+        # read ``now`` to give a day in progress its value so far.
+        self.daily_value: Callable[[str, str, date], int | float | None] | None = None
         # {app id: periodic_data}; an app missing here gets the sample's buckets,
         # shifted so that the last one has just completed at ``now``.
         self.live: dict[str, list[dict[str, int]]] = {}
@@ -505,10 +511,17 @@ class FakeApteligent(FakeApi):
         if not isinstance(duration, int) or duration < 1440 or duration % 1440:
             return _bad("duration must be whole days in minutes")
         days = duration // 1440
-        values = self.daily[app_id][graph][-days:]
-        values = [None] * (days - len(values)) + values
-        today = self.today or self.now.date()
+        # The API's days are UTC days: the last point is the UTC day in progress.
+        today = self.now.astimezone(UTC).date()
         start = today - timedelta(days=days - 1)
+        if self.daily_value is not None:
+            values = [
+                self.daily_value(app_id, graph, start + timedelta(days=i))
+                for i in range(days)
+            ]
+        else:
+            values = self.daily[app_id][graph][-days:]
+            values = [None] * (days - len(values)) + values
         answer = sample("errorMonitoring-graph")
         answer["data"].update(
             start=f"{start.isoformat()}T00:00:00",

@@ -23,7 +23,7 @@ FORM = {
     "kind": "pingdom_results",
     "enabled": "on",
     "base_url": "",
-    "credentials": '{"token": "PD_TOKEN"}',
+    "credentials": '{"token": "IMPORTER_PD_TOKEN"}',
     "prefix": "uptime.pingdom",
     "interval_minutes": "5",
     "cron": "",
@@ -68,14 +68,17 @@ def fake(monkeypatch) -> list:
             fetch=fetch,
         ),
     )
-    monkeypatch.setenv("FAKE_TOKEN", SECRET)
+    monkeypatch.setenv("IMPORTER_FAKE_TOKEN", SECRET)
     return contexts
 
 
 @pytest.fixture
 def source(sink, fake) -> ImportSource:
     return ImportSource.objects.create(
-        name="fake-src", kind="fake", sink=sink, credentials={"token": "FAKE_TOKEN"}
+        name="fake-src",
+        kind="fake",
+        sink=sink,
+        credentials={"token": "IMPORTER_FAKE_TOKEN"},
     )
 
 
@@ -133,7 +136,7 @@ def test_it_adds_a_source_and_schedules_it(admin_client, sink):
 
     assert response.status_code == 302, response.content.decode()[:3000]
     source = ImportSource.objects.get(name="pd-results")
-    assert source.credentials == {"token": "PD_TOKEN"}
+    assert source.credentials == {"token": "IMPORTER_PD_TOKEN"}
     assert (source.app_blacklist, source.carrier_map) == ([], {})
     assert source.next_due_at is not None  # a new interval source is due at once
 
@@ -148,7 +151,7 @@ def test_it_adds_a_source_and_schedules_it(admin_client, sink):
             "is not an environment",
         ),
         (
-            {"credentials": '{"user": "PD_USER"}'},
+            {"credentials": '{"user": "IMPORTER_PD_USER"}'},
             "credentials",
             "needs exactly the roles",
         ),
@@ -184,15 +187,18 @@ def test_the_page_shows_variable_names_and_whether_they_are_set(
     admin_client, source, monkeypatch
 ):
     ImportSource.objects.filter(pk=source.pk).update(
-        credentials={"token": "FAKE_TOKEN", "spare": "UNSET_VARIABLE"}
+        credentials={"token": "IMPORTER_FAKE_TOKEN", "spare": "IMPORTER_UNSET_VARIABLE"}
     )
-    monkeypatch.delenv("UNSET_VARIABLE", raising=False)
+    monkeypatch.delenv("IMPORTER_UNSET_VARIABLE", raising=False)
 
     response = admin_client.get(f"/admin/importers/importsource/{source.pk}/change/")
 
     html = response.content.decode()
-    assert "<code>FAKE_TOKEN</code> — set in this process&#x27;s environment" in html
-    assert "<code>UNSET_VARIABLE</code> — NOT set in this process" in html
+    assert (
+        "<code>IMPORTER_FAKE_TOKEN</code> — set in this process&#x27;s environment"
+        in html
+    )
+    assert "<code>IMPORTER_UNSET_VARIABLE</code> — NOT set in this process" in html
     assert SECRET not in html
 
 
@@ -207,7 +213,7 @@ def test_an_edit_leaves_the_lock_and_the_state_alone(admin_client, source, sink)
         "name": "fake-src",
         "kind": "fake",
         "sink": sink.pk,
-        "credentials": '{"token": "FAKE_TOKEN"}',
+        "credentials": '{"token": "IMPORTER_FAKE_TOKEN"}',
         "interval_minutes": "30",
     }
 

@@ -4,7 +4,9 @@ exact paths, values and timestamps, high-water marks, grouping, filters."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+import logging
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -56,9 +58,12 @@ def _table(points):
 
 
 def _stamp(year, month, day, zone="UTC"):
-    from zoneinfo import ZoneInfo
-
     return int(datetime(year, month, day, tzinfo=ZoneInfo(zone)).timestamp())
+
+
+def _marks(day, graphs=DAILY_GRAPHS):
+    """An app's daily marks: ``day`` for each graph."""
+    return dict.fromkeys(graphs, day)
 
 
 # --- daily ----------------------------------------------------------------------
@@ -89,7 +94,10 @@ def test_it_stamps_the_completed_day_at_the_apps_local_midnight(
         for app in APPS
         for graph in DAILY_GRAPHS
     }
-    assert ctx.state == {"daily": {IOS: "2026-11-21", ANDROID: "2026-11-21"}}
+    assert ctx.state == {
+        "daily": {IOS: _marks("2026-11-21"), ANDROID: _marks("2026-11-21")}
+    }
+    assert ctx.errors == []
     graph_calls = fake_apteligent.calls("/errorMonitoring/graph")
     assert len(graph_calls) == 16
     # apps by name: Android first
@@ -99,13 +107,25 @@ def test_it_stamps_the_completed_day_at_the_apps_local_midnight(
     assert ctx.calls == 1 + 1 + 16  # token, apps, graphs
 
 
-def test_it_sends_nothing_for_a_day_not_over_in_the_apps_zone(fake_apteligent):
-    # 22:42 on 2026-11-21 in Los Angeles: the 21st is not over yet
+def test_it_holds_back_a_day_not_over_in_the_apps_zone(fake_apteligent):
+    # 22:42 on 2026-11-21 in Los Angeles: the 21st is over at the API (a UTC
+    # day) but not in the app's zone, so the newest day sent is the 20th (the
+    # first run sends the newest day over in both; the 21st waits for the
+    # local midnight).
     settings = {app: {"timezone": "America/Los_Angeles"} for app in APPS}
     ctx = fake_apteligent.context(app_settings=settings)
 
-    assert fetch_daily(ctx) == []
-    assert ctx.state == {"daily": {}}
+    points = fetch_daily(ctx)
+
+    stamp = _stamp(2026, 11, 20, "America/Los_Angeles")
+    assert _table(points) == {
+        (f"{APPS[app]}.daily.{graph}", stamp): DAILY[app][graph][0]
+        for app in APPS
+        for graph in DAILY_GRAPHS
+    }
+    assert ctx.state == {
+        "daily": {IOS: _marks("2026-11-20"), ANDROID: _marks("2026-11-20")}
+    }
 
 
 def test_it_sends_each_day_once(fake_apteligent):
@@ -127,7 +147,7 @@ def test_it_sends_each_day_once(fake_apteligent):
 
     assert {stamp for _, _, stamp in next_day} == {_stamp(2026, 11, 22)}
     assert len(next_day) == 16
-    assert state["daily"] == {IOS: "2026-11-22", ANDROID: "2026-11-22"}
+    assert state["daily"] == {IOS: _marks("2026-11-22"), ANDROID: _marks("2026-11-22")}
 
 
 def test_it_fetches_the_days_missed_after_a_gap(fake_apteligent):
@@ -142,7 +162,8 @@ def test_it_fetches_the_days_missed_after_a_gap(fake_apteligent):
     assert fake_apteligent.calls("/errorMonitoring/graph")[0].json["params"][
         "duration"
     ] == (3 * 1440)
-    assert state["daily"] == {IOS: "2026-11-21", ANDROID: "2026-11-21"}
+    # an older state's single mark per app counts for every graph
+    assert state["daily"] == {IOS: _marks("2026-11-21"), ANDROID: _marks("2026-11-21")}
 
 
 def test_it_backfills_the_days_in_the_window(fake_apteligent):
@@ -163,8 +184,9 @@ def test_it_backfills_the_days_in_the_window(fake_apteligent):
     assert fake_apteligent.calls("/errorMonitoring/graph")[0].json["params"][
         "duration"
     ] == (3 * 1440)
-    # a backfill never moves a mark back
-    assert state["daily"] == {IOS: "2026-11-21", ANDROID: "2026-11-20"}
+    # a backfill never moves a mark back (the iOS one, of an older state, is
+    # left as it was)
+    assert state["daily"] == {IOS: "2026-11-21", ANDROID: _marks("2026-11-20")}
 
 
 def test_it_refuses_a_daily_backfill_beyond_30_days(fake_apteligent):
@@ -186,14 +208,20 @@ def test_it_skips_days_without_data(fake_apteligent):
 
 
 def test_it_refuses_a_graph_of_another_shape(fake_apteligent):
+    # the first graph call is Android's (apps by name)
     fake_apteligent.fail_next("wrong_shape", path="/errorMonitoring/graph")
+    ctx = fake_apteligent.context()
 
-    with pytest.raises(SourceError) as caught:
-        fetch_daily(fake_apteligent.context())
+    points = fetch_daily(ctx)
 
-    assert str(caught.value) == (
-        "unrecognised answer from POST /errorMonitoring/graph: no data"
-    )
+    assert ctx.errors == [
+        f"app AcmeShop-Android ({ANDROID}): unrecognised answer from "
+        "POST /errorMonitoring/graph: no data"
+    ]
+    # the other app's points are kept and only its marks move
+    assert {path.split(".")[1] for path, _, _ in points} == {"AcmeShop-iOS"}
+    assert len(points) == len(DAILY_GRAPHS)
+    assert ctx.state == {"daily": {IOS: _marks("2026-11-21")}}
 
 
 @pytest.mark.parametrize(
@@ -226,6 +254,257 @@ def test_it_reads_the_sample_graph_oldest_day_first():
     ]
 
 
+def _final(app, graph, day):
+    """The complete value of a day in ``test_it_sends_each_completed_day_once...``."""
+    return 1000 * day.day + 10 * DAILY_GRAPHS.index(graph) + (app == IOS)
+
+
+def _running_days(fake):
+    """Each day's value grows while the day runs at the API (a UTC day) and is
+    ``_final`` once it is over."""
+
+    def value(app, graph, day):
+        day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        elapsed = (fake.now - day_start).total_seconds()
+        if elapsed < 86_400:
+            return int(_final(app, graph, day) * elapsed / 86_400)  # so far
+        return _final(app, graph, day)
+
+    return value
+
+
+@pytest.mark.parametrize(
+    ("zone", "first_run"),
+    [
+        # 00:30 in Helsinki and 04:00 in Kolkata on the 22nd: the UTC 21st, the
+        # API's day in progress, is over in the app's zone but not at the API.
+        ("Europe/Helsinki", datetime(2026, 11, 21, 22, 30, tzinfo=UTC)),
+        ("Asia/Kolkata", datetime(2026, 11, 21, 22, 30, tzinfo=UTC)),
+        # 22:00 on the 21st in New York: the UTC 21st is over at the API but not
+        # in the app's zone; the 22nd is the API's day in progress.
+        ("America/New_York", datetime(2026, 11, 22, 3, 0, tzinfo=UTC)),
+    ],
+)
+def test_it_sends_each_completed_day_once_with_its_final_value(
+    fake_apteligent, zone, first_run
+):
+    fake_apteligent.daily_value = _running_days(fake_apteligent)
+    tz = ZoneInfo(zone)
+    settings = {app: {"timezone": zone} for app in APPS}
+    state: dict = {}
+    sent = {}  # (path, stamp): (value, run time)
+    runs = [first_run + timedelta(hours=hours) for hours in range(49)]
+
+    for now in runs:
+        fake_apteligent.now = now
+        ctx = fake_apteligent.context(app_settings=settings, state=state)
+        points = fetch_daily(ctx)
+        assert ctx.errors == []
+        for path, value, stamp in points:
+            assert (path, stamp) not in sent, f"{path} at {stamp} sent twice"
+            sent[(path, stamp)] = (value, now)
+
+    days = {}  # the day each stamp is the local midnight of
+    for day in (date(2026, 11, 20) + timedelta(days=n) for n in range(5)):
+        days[_stamp(day.year, day.month, day.day, zone)] = day
+    sent_days = set()
+    for (path, stamp), (value, now) in sent.items():
+        app = IOS if path.startswith(APPS[IOS]) else ANDROID
+        graph = path.rsplit(".", 1)[1]
+        day = days[stamp]
+        sent_days.add(day)
+        # the final value, sent by the first run once the day is over both at
+        # the API (UTC) and in the app's zone
+        assert value == _final(app, graph, day), (path, day, now)
+        over = max(
+            datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC),
+            datetime.combine(day + timedelta(days=1), datetime.min.time(), tz),
+        )
+        assert now == min(run for run in runs if run >= over), (path, day, now)
+    # the first run sends the 20th only: neither the 21st, whose running value
+    # the old code sent at 00:30 in Helsinki, nor a day in progress
+    first = {days[stamp] for (_, stamp), (_, now) in sent.items() if now == first_run}
+    assert first == {date(2026, 11, 20)}
+    # every day is sent with every graph of both apps, none lost
+    assert len(sent) == len(sent_days) * len(DAILY_GRAPHS) * 2
+    in_progress = first_run.date()
+    assert in_progress in sent_days
+    assert sent_days == {
+        date(2026, 11, 20) + timedelta(days=n) for n in range(len(sent_days))
+    }
+
+
+def test_it_never_sends_the_last_point_of_a_graph(fake_apteligent):
+    # Whatever its date says: the API's last point is its day in progress (here
+    # the API's clock is a day behind the fake's).
+    fake_apteligent.now = SAMPLE_NOW + timedelta(days=1)
+    real_graph = fake_apteligent._graph
+
+    def a_day_behind(params):
+        status, headers, body = real_graph(params)
+        answer = json.loads(body)
+        start = datetime.fromisoformat(answer["data"]["start"]) - timedelta(days=1)
+        answer["data"]["start"] = start.isoformat()
+        return status, headers, json.dumps(answer).encode()
+
+    fake_apteligent._graph = a_day_behind
+    ctx = fake_apteligent.context()
+
+    points = fetch_daily(ctx)
+
+    # the 22nd is asked for (two days back from the 23rd) but is the last point
+    assert {stamp for _, _, stamp in points} == {_stamp(2026, 11, 21)}
+
+
+def test_it_sends_a_graph_that_was_null_on_a_later_run(fake_apteligent):
+    fake_apteligent.daily[IOS]["rating"] = [4.5, None, 4.4]  # the 21st: no data yet
+    state: dict = {}
+
+    first = fetch_daily(fake_apteligent.context(state=state))
+
+    assert len(first) == 2 * len(DAILY_GRAPHS) - 1
+    assert "rating" not in state["daily"][IOS]
+    # an hour later the API has the value
+    fake_apteligent.daily[IOS]["rating"][1] = 4.6
+    fake_apteligent.now = SAMPLE_NOW + timedelta(hours=1)
+    calls = len(fake_apteligent.calls("/errorMonitoring/graph"))
+
+    second = fetch_daily(fake_apteligent.context(state=state))
+
+    assert second == [("apps.AcmeShop-iOS.daily.rating", 4.6, _stamp(2026, 11, 21))]
+    # only the graph still missing is asked for
+    asked = [c.json["params"] for c in fake_apteligent.calls("/errorMonitoring/graph")][
+        calls:
+    ]
+    assert asked == [{"graph": "rating", "duration": 2880, "appId": IOS}]
+    assert state["daily"][IOS] == _marks("2026-11-21")
+
+    third = fetch_daily(fake_apteligent.context(state=state))
+
+    assert third == []
+    assert len(fake_apteligent.calls("/errorMonitoring/graph")) == calls + 1
+
+
+def test_it_gives_up_on_a_day_still_null_once_the_next_day_is_over(fake_apteligent):
+    fake_apteligent.daily[IOS]["rating"] = [None, None, None]  # an app not rated
+    state = {"daily": {IOS: "2026-11-20", ANDROID: "2026-11-20"}}
+    fetch_daily(fake_apteligent.context(state=state))
+    assert state["daily"][IOS]["rating"] == "2026-11-20"  # the 21st: asked again
+
+    def asked_after(runs):
+        fake_apteligent.now += timedelta(hours=runs)
+        calls = len(fake_apteligent.calls("/errorMonitoring/graph"))
+        points = fetch_daily(fake_apteligent.context(state=state))
+        graph_calls = fake_apteligent.calls("/errorMonitoring/graph")[calls:]
+        return points, [c.json["params"] for c in graph_calls]
+
+    points, asked = asked_after(1)
+    assert points == []
+    assert asked == [{"graph": "rating", "duration": 2880, "appId": IOS}]
+
+    # the next day is over: the 21st counts as a day without data, the 22nd is
+    # asked again until the 23rd is over
+    points, asked = asked_after(24)
+    assert "apps.AcmeShop-iOS.daily.rating" not in {path for path, _, _ in points}
+    assert state["daily"][IOS]["rating"] == "2026-11-21"
+    assert {"graph": "rating", "duration": 3 * 1440, "appId": IOS} in asked
+    points, asked = asked_after(1)
+    assert (points, asked) == (
+        [],
+        [{"graph": "rating", "duration": 2880, "appId": IOS}],
+    )
+
+
+# --- One app failing --------------------------------------------------------------
+
+
+def _break_ios(fake, key):
+    """Make the API answer 404 to every call of the kind about the iOS app."""
+    if key == "live":
+        fake.fail_next("404", times=5, path=f"/liveStats/periodic/{IOS}")
+    else:
+        table = {
+            "daily": fake.daily,
+            "appversion": fake.appversion_pies,
+            "carrier": fake.carrier_pies,
+            "services": fake.service_pies,
+        }[key]
+        del table[IOS]
+
+
+KIND_FETCHES = {
+    "daily": (fetch_daily, "POST /errorMonitoring/graph"),
+    "live": (fetch_live, f"POST /liveStats/periodic/{IOS}"),
+    "appversion": (fetch_grouped_appversion, "POST /errorMonitoring/pie"),
+    "carrier": (fetch_grouped_carrier, "POST /errorMonitoring/pie"),
+    "services": (fetch_services, "POST /performanceManagement/pie"),
+}
+
+
+@pytest.mark.parametrize("key", list(KIND_FETCHES))
+def test_an_app_that_fails_is_noted_and_the_others_go_on(fake_apteligent, key):
+    fetch, where = KIND_FETCHES[key]
+    _break_ios(fake_apteligent, key)
+    beats = []
+    ctx = fake_apteligent.context(
+        services_whitelist=["api.acmeshopios.example"],
+        heartbeat=lambda: beats.append(len(fake_apteligent.calls())),
+    )
+
+    points = fetch(ctx)
+
+    [error] = ctx.errors
+    assert error.startswith(f"app AcmeShop-iOS ({IOS}): {where}: HTTP 404")
+    assert "\n" not in error
+    assert fake_apteligent.password not in error
+    assert points
+    assert {path.split(".")[1] for path, _, _ in points} == {"AcmeShop-Android"}
+    # only the other app's marks moved
+    assert all(IOS not in marks for marks in ctx.state.values())
+    if key in ("daily", "live"):
+        assert ANDROID in ctx.state[key]
+    # a heartbeat before each app: after the token and the app list, then after
+    # Android's calls (apps by name)
+    assert len(beats) == 2
+    assert beats[0] == 2 and beats[1] > 2
+
+
+def test_a_failed_app_is_tried_again_by_the_next_run(fake_apteligent):
+    saved = fake_apteligent.daily.pop(IOS)
+    state: dict = {}
+    fetch_daily(fake_apteligent.context(state=state))
+    fake_apteligent.daily[IOS] = saved
+    ctx = fake_apteligent.context(state=state)
+
+    points = fetch_daily(ctx)
+
+    assert ctx.errors == []
+    assert {path.split(".")[1] for path, _, _ in points} == {"AcmeShop-iOS"}
+    assert len(points) == len(DAILY_GRAPHS)
+    assert state["daily"] == {IOS: _marks("2026-11-21"), ANDROID: _marks("2026-11-21")}
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        # the token refused again after a renewal: no app could be fetched
+        ({"mode": "401", "times": 2}, r"unauthorized \(HTTP 401\)"),
+        # the rate limit: every other call would wait too
+        ({"mode": "429", "retry_after": "3600"}, "next try would be in 3600 s"),
+    ],
+)
+def test_a_failure_of_the_whole_source_still_fails_the_kind(
+    fake_apteligent, failure, message
+):
+    fake_apteligent.fail_next(path="/errorMonitoring/pie", **failure)
+    ctx = fake_apteligent.context()
+
+    with pytest.raises(SourceError, match=message):
+        fetch_grouped_appversion(ctx)
+
+    assert ctx.errors == []
+
+
 # --- Apps -----------------------------------------------------------------------
 
 
@@ -241,7 +520,7 @@ def test_it_skips_blacklisted_apps_by_id_or_name(fake_apteligent, entry):
 def test_it_keeps_apps_with_the_same_name_apart(fake_apteligent):
     fake_apteligent.apps[ANDROID]["appName"] = "AcmeShop-iOS"
 
-    points = fetch_services(fake_apteligent.context())
+    points = fetch_grouped_appversion(fake_apteligent.context())
 
     assert {path.split(".")[1] for path, _, _ in points} == {
         f"AcmeShop-iOS-{IOS}",
@@ -252,7 +531,7 @@ def test_it_keeps_apps_with_the_same_name_apart(fake_apteligent):
 def test_it_sanitises_app_names(fake_apteligent):
     fake_apteligent.apps[IOS]["appName"] = "Acme Shop/iOS.beta"
 
-    points = fetch_services(fake_apteligent.context())
+    points = fetch_grouped_appversion(fake_apteligent.context())
 
     assert "Acme_20Shop_2fiOS_2ebeta" in {path.split(".")[1] for path, _, _ in points}
 
@@ -330,13 +609,16 @@ def test_it_holds_back_the_bucket_still_filling(fake_apteligent):
 
 def test_it_refuses_live_stats_of_another_shape(fake_apteligent):
     fake_apteligent.fail_next("wrong_shape", path="/liveStats/")
+    ctx = fake_apteligent.context()
 
-    with pytest.raises(SourceError) as caught:
-        fetch_live(fake_apteligent.context())
+    points = fetch_live(ctx)
 
-    assert str(caught.value) == (
-        f"unrecognised answer from POST /liveStats/periodic/{ANDROID}: no periodic_data"
-    )
+    assert ctx.errors == [
+        f"app AcmeShop-Android ({ANDROID}): unrecognised answer from "
+        f"POST /liveStats/periodic/{ANDROID}: no periodic_data"
+    ]
+    assert {path.split(".")[1] for path, _, _ in points} == {"AcmeShop-iOS"}
+    assert ctx.state == {"live": {IOS: 1795329750}}
 
 
 def test_it_refuses_to_backfill_live_stats(fake_apteligent):
@@ -450,9 +732,14 @@ def test_it_refuses_a_carrier_map_without_catch_all(fake_apteligent):
 
 def test_it_refuses_a_pie_of_another_shape(fake_apteligent):
     fake_apteligent.carrier_pies[IOS]["crashes"] = {"": 1}
+    ctx = fake_apteligent.context()
 
-    with pytest.raises(SourceError, match=r"data.slices\[0\].label is a string"):
-        fetch_grouped_carrier(fake_apteligent.context())
+    points = fetch_grouped_carrier(ctx)
+
+    [error] = ctx.errors
+    assert error.startswith(f"app AcmeShop-iOS ({IOS}): unrecognised answer from ")
+    assert "data.slices[0].label is a string" in error
+    assert {path.split(".")[1] for path, _, _ in points} == {"AcmeShop-Android"}
 
 
 # --- services -------------------------------------------------------------------
@@ -486,13 +773,20 @@ def test_it_sends_only_whitelisted_services(fake_apteligent):
     }
 
 
-def test_it_sends_every_service_when_the_whitelist_is_empty(fake_apteligent):
-    points = fetch_services(fake_apteligent.context())
+def test_it_imports_no_service_when_the_whitelist_is_empty(fake_apteligent, caplog):
+    # Only whitelisted labels are services to import (the API counts Wi-Fi
+    # hotspots as services): an empty whitelist imports none, without a call.
+    caplog.set_level(logging.INFO, logger="importers.sources.apteligent")
+    ctx = fake_apteligent.context()
 
-    services = {path.split(".")[3] for path, _, _ in points}
-    assert services == {metric_name(label) for label in SERVICE_PIE["latency"]}
-    assert "Hotel_20WiFi_20Login" in services
-    assert len(points) == 2 * 6 * len(SERVICE_GRAPHS)
+    assert fetch_services(ctx) == []
+
+    assert fake_apteligent.calls() == []
+    assert ctx.errors == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "fake apteligent: the services whitelist is empty: no service is imported"
+    ]
+    assert caplog.records[0].levelno == logging.INFO
 
 
 # --- Config validators ----------------------------------------------------------
@@ -552,7 +846,9 @@ def test_it_rejects_bad_app_settings(value, message):
 def test_services_points_are_stamped_at_the_sources_interval(
     fake_apteligent, interval_minutes, minutes
 ):
-    ctx = fake_apteligent.context(interval_minutes=interval_minutes)
+    ctx = fake_apteligent.context(
+        interval_minutes=interval_minutes, services_whitelist=["Hotel WiFi Login"]
+    )
 
     points = fetch_services(ctx)
 

@@ -12,7 +12,7 @@ import time_machine
 from django.core.cache import cache
 
 from importers import http
-from importers.sources.base import FetchContext, SourceError
+from importers.sources.base import FetchContext, SourceError, SourceWideError
 from tests.fixtures.processes import free_port
 
 # A fixed clock for the client (Unix seconds), so waits computed from it are exact.
@@ -346,6 +346,60 @@ def test_it_fails_at_once_when_retry_after_is_too_long(fake_pingdom, sleeps):
     assert len(fake_pingdom.calls()) == 1
 
 
+def test_it_waits_what_retry_after_says_on_a_503(fake_pingdom, sleeps):
+    fake_pingdom.fail_next("503", retry_after="7")
+
+    with _pingdom(fake_pingdom, sleeps) as api:
+        assert "checks" in api.get("/checks")
+
+    assert sleeps.delays == [7.0]
+
+
+def test_it_reads_retry_after_of_a_503_as_an_http_date(fake_apteligent, sleeps):
+    moment = datetime.fromtimestamp(CLOCK, UTC) + timedelta(seconds=12)
+    fake_apteligent.fail_next(
+        "503", path="/apps", retry_after=format_datetime(moment, usegmt=True)
+    )
+
+    with _apteligent(fake_apteligent, sleeps, clock=lambda: CLOCK) as api:
+        api.get("/apps", params={"attributes": "appName"})
+
+    assert sleeps.delays == [12.0]
+
+
+def test_it_waits_for_pingdom_limit_reset_on_a_503(fake_pingdom, sleeps):
+    fake_pingdom.fail_next("503", req_limit="Remaining: 0, Time until reset: 30")
+
+    with _pingdom(fake_pingdom, sleeps) as api:
+        api.get("/checks")
+
+    assert sleeps.delays == [30.0]
+
+
+def test_a_retry_after_any_5xx_waits_for_a_spent_limit(fake_pingdom, sleeps):
+    # a 500 has no Retry-After to honour, but the limit it reports as spent is
+    fake_pingdom.fail_next("500", req_limit="Remaining: 0, Time until reset: 30")
+
+    with _pingdom(fake_pingdom, sleeps) as api:
+        api.get("/checks")
+
+    assert sleeps.delays == [30.0]
+
+
+def test_it_fails_at_once_when_a_503_asks_for_too_long(fake_pingdom, sleeps):
+    fake_pingdom.fail_next("503", retry_after="3600")
+
+    with pytest.raises(SourceWideError) as caught:
+        with _pingdom(fake_pingdom, sleeps) as api:
+            api.get("/checks")
+
+    assert str(caught.value) == (
+        "GET /checks: HTTP 503; the next try would be in 3600 s, beyond the 60 s "
+        "this importer waits"
+    )
+    assert sleeps.delays == []
+
+
 def test_it_bounds_the_total_wait_of_a_call(fake_pingdom, sleeps):
     fake_pingdom.fail_next("429", times=3, retry_after="50")
 
@@ -355,6 +409,65 @@ def test_it_bounds_the_total_wait_of_a_call(fake_pingdom, sleeps):
 
     # a third wait would bring the call past MAX_TOTAL_WAIT (120 s)
     assert sleeps.delays == [50.0, 50.0]
+
+
+# --- Failures of the whole source -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failure", "wide"),
+    [
+        ({"mode": "401"}, True),  # the token refused
+        ({"mode": "429", "times": 4}, True),  # rate limited after the last try
+        ({"mode": "429", "retry_after": "3600"}, True),
+        ({"mode": "503", "retry_after": "3600"}, True),  # the API asks for an hour
+        ({"mode": "500", "times": 4}, False),  # may be this call's only
+        ({"mode": "503", "times": 4}, False),
+        ({"mode": "404"}, False),
+        ({"mode": "not_json"}, False),
+    ],
+)
+def test_it_tells_failures_of_the_whole_source_from_one_calls(
+    fake_pingdom, sleeps, failure, wide
+):
+    fake_pingdom.fail_next(path="/results/", **failure)
+
+    with pytest.raises(SourceError) as caught:
+        with _pingdom(fake_pingdom, sleeps) as api:
+            api.get("/results/85975")
+
+    assert isinstance(caught.value, SourceWideError) is wide
+
+
+def test_a_refused_password_grant_fails_the_whole_source(fake_apteligent, sleeps):
+    ctx = fake_apteligent.context()
+    ctx.credentials["password"] = "wrong-pw-123"
+
+    with pytest.raises(SourceWideError, match=r"^POST /token: HTTP 400"):
+        with _apteligent(fake_apteligent, sleeps, ctx=ctx) as api:
+            api.get("/apps", params={"attributes": "appName"})
+
+
+def test_a_connection_failure_fails_the_whole_source_but_a_timeout_not(
+    fake_pingdom, sleeps
+):
+    nowhere = FetchContext(
+        name="nowhere",
+        base_url=f"http://127.0.0.1:{free_port()}/api/3.1",
+        credentials={"token": "t0ken-xyz"},
+        prefix="",
+        timeout=1,
+    )
+    with pytest.raises(SourceWideError, match="connection failed"):
+        with http.pingdom_client(nowhere, sleep=sleeps, max_attempts=2) as api:
+            api.get("/checks")
+
+    fake_pingdom.fail_next("slow", times=2, delay=5)
+    ctx = fake_pingdom.context(timeout=0.2)
+    with pytest.raises(SourceError, match="timed out") as caught:
+        with http.pingdom_client(ctx, sleep=sleeps, max_attempts=2) as api:
+            api.get("/checks")
+    assert not isinstance(caught.value, SourceWideError)
 
 
 # --- Bad answers ----------------------------------------------------------------

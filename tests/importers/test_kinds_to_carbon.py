@@ -124,6 +124,7 @@ def test_it_stores_every_kinds_points_in_carbon(
         result = client.send(points)
 
     assert points
+    assert ctx.errors == []  # no app or check failed
     assert (result.sent, result.rejected, result.error) == (len(points), 0, "")
     expected = _series(points)
     stored = _stored(sink, expected)

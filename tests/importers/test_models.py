@@ -14,6 +14,7 @@ from importers.models import (
     ImportSource,
     kind_choices,
     kinds,
+    one_line,
 )
 from importers.sources import KIND_CHOICES, KINDS, Kind
 
@@ -109,7 +110,7 @@ def test_it_refuses_unsafe_prefixes_and_suggests_one(sink, prefix, message):
 
 def test_credentials_are_variable_names_for_exactly_the_kinds_roles(sink):
     wrong_roles = source_of(
-        sink, credentials={"username": "A_USER", "token": "A_TOKEN"}
+        sink, credentials={"username": "IMPORTER_A_USER", "token": "IMPORTER_A_TOKEN"}
     )
     a_value = source_of(sink, credentials={**APTELIGENT_ENV, "password": "hunter2!"})
     not_an_object = source_of(sink, credentials=["APTELIGENT_USERNAME"])
@@ -125,7 +126,10 @@ def test_credentials_are_variable_names_for_exactly_the_kinds_roles(sink):
 
 def test_pingdom_needs_a_token_variable(sink):
     source = source_of(
-        sink, name="pingdom", kind="pingdom_results", credentials={"token": "PD_TOKEN"}
+        sink,
+        name="pingdom",
+        kind="pingdom_results",
+        credentials={"token": "IMPORTER_PD_TOKEN"},
     )
 
     source.full_clean()
@@ -362,3 +366,46 @@ def test_a_run_finishes_only_with_a_terminal_status(sink):
         3.0,
         4,
     )
+
+
+def test_credentials_are_only_variables_importers_may_read(sink, settings):
+    # An operator must not be able to have the portal's own secrets sent to an
+    # API of their choosing.
+    settings.IMPORTERS_CREDENTIAL_PREFIXES = ["PINGDOM_", "IMPORTER_"]
+    own = source_of(
+        sink,
+        name="pingdom",
+        kind="pingdom_results",
+        credentials={"token": "SECRET_KEY"},
+    )
+    message = errors_of(own)["credentials"][0]
+    assert "SECRET_KEY is not a variable importers may read" in message
+    assert "PINGDOM_…, IMPORTER_…" in message
+
+    settings.IMPORTERS_CREDENTIAL_PREFIXES = ["PINGDOM_", "IMPORTER_", "SECRET_"]
+    own.full_clean()  # a deployment may widen the list on purpose
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://developers.crittercism.com/v1.0", True),
+        ("http://127.0.0.1:8080/v1.0", True),
+        ("http://localhost/v1.0", True),
+        ("http://[::1]:9000/v1.0", True),
+        ("http://developers.crittercism.com/v1.0", False),
+        ("http://10.0.0.5/v1.0", False),
+        ("ftp://example.com/x", False),
+    ],
+)
+def test_the_base_url_is_https_except_to_this_machine(sink, url, allowed):
+    source = source_of(sink, base_url=url)
+    if allowed:
+        source.full_clean()
+    else:
+        assert "Must be an https:// URL" in " ".join(errors_of(source)["base_url"])
+
+
+def test_one_line_drops_control_characters():
+    # An API answer with a NUL reaches the run's error: PostgreSQL cannot store it.
+    assert one_line("bad\x00answer\r\n\tfrom  the API\x7f") == "bad answer from the API"

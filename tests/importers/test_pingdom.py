@@ -125,28 +125,42 @@ def test_it_backfills_the_window(fake_pingdom):
 def test_it_refuses_more_results_than_pingdom_pages(fake_pingdom, monkeypatch):
     monkeypatch.setattr(pingdom, "RESULTS_MAX_OFFSET", 1000)
     fake_pingdom.result_minutes = 2500
+    fake_pingdom.results[API] = []  # a check with few results goes through
+    ctx = fake_pingdom.context(since=SAMPLE_NOW - timedelta(days=2))
 
-    with pytest.raises(SourceError, match="more than 1000 results between"):
-        fetch_results(fake_pingdom.context(since=SAMPLE_NOW - timedelta(days=2)))
+    assert fetch_results(ctx) == []
+
+    [error] = ctx.errors
+    assert error.startswith(
+        f"check Web shop ({WEB}): GET /results/{WEB}: more than 1000 results between"
+    )
+    assert ctx.state == {"results": {}}
 
 
 def test_it_refuses_a_result_of_another_shape(fake_pingdom):
     fake_pingdom.results[WEB] = [{"time": NOW - 60, "status": "sideways"}]
+    ctx = fake_pingdom.context()
 
-    with pytest.raises(SourceError) as caught:
-        fetch_results(fake_pingdom.context())
+    points = fetch_results(ctx)
 
-    assert str(caught.value) == (
-        f"unrecognised answer from GET /results/{WEB}: results[0].status "
-        "'sideways' is not one Pingdom sends"
-    )
+    assert ctx.errors == [
+        f"check Web shop ({WEB}): unrecognised answer from GET /results/{WEB}: "
+        "results[0].status 'sideways' is not one Pingdom sends"
+    ]
+    # the other check's results are sent and its mark moves
+    assert {path.split(".")[2] for path, _, _ in points} == {"API_20_2f_20health"}
+    assert list(ctx.state["results"]) == [str(API)]
 
 
 def test_it_refuses_an_up_result_without_response_time(fake_pingdom):
     fake_pingdom.results[WEB] = [{"time": NOW - 60, "status": "up"}]
+    ctx = fake_pingdom.context()
 
-    with pytest.raises(SourceError, match=r"no results\[0\].responsetime"):
-        fetch_results(fake_pingdom.context())
+    fetch_results(ctx)
+
+    [error] = ctx.errors
+    assert error.startswith(f"check Web shop ({WEB}): ")
+    assert error.endswith(r"no results[0].responsetime")
 
 
 def test_it_refuses_a_check_list_of_another_shape(fake_pingdom):
@@ -227,11 +241,62 @@ def test_it_backfills_the_hours_inside_the_window(fake_pingdom):
 
 
 def test_it_refuses_a_summary_of_another_shape(fake_pingdom):
+    # the first summary call is API / health's (checks by name)
     fake_pingdom.fail_next("wrong_shape", path="/summary.average/")
+    ctx = fake_pingdom.context()
 
-    with pytest.raises(SourceError) as caught:
-        fetch_response_times(fake_pingdom.context())
+    points = fetch_response_times(ctx)
 
-    assert str(caught.value) == (
-        f"unrecognised answer from GET /summary.average/{API}: no summary"
+    assert ctx.errors == [
+        f"check API / health ({API}): unrecognised answer from "
+        f"GET /summary.average/{API}: no summary"
+    ]
+    assert [path for path, _, _ in points] == [f"{PATHS[WEB]}.avgresponse"]
+    assert ctx.state == {"response_times": {str(WEB): _at(6)}}
+
+
+# --- One check failing ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fetch", "key"),
+    [(fetch_results, "results"), (fetch_response_times, "response_times")],
+)
+def test_a_check_that_fails_is_noted_and_the_others_go_on(fake_pingdom, fetch, key):
+    fake_pingdom.fail_next("404", times=5, path=f"/{WEB}")
+    beats = []
+    ctx = fake_pingdom.context(
+        heartbeat=lambda: beats.append(len(fake_pingdom.calls()))
     )
+
+    points = fetch(ctx)
+
+    [error] = ctx.errors
+    assert error.startswith(f"check Web shop ({WEB}): GET /")
+    assert f"/{WEB}: HTTP 404" in error
+    assert fake_pingdom.token not in error
+    assert points
+    assert {path.split(".")[2] for path, _, _ in points} == {"API_20_2f_20health"}
+    assert list(ctx.state[key]) == [str(API)]  # only its mark moved
+    # a heartbeat before each check: after the check list, then after the first
+    # check's calls
+    assert beats == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ({"mode": "401"}, r"unauthorized \(HTTP 401\)"),
+        ({"mode": "429", "retry_after": "3600"}, "next try would be in 3600 s"),
+    ],
+)
+def test_a_failure_of_the_whole_source_still_fails_the_kind(
+    fake_pingdom, failure, message
+):
+    fake_pingdom.fail_next(path="/results/", **failure)
+    ctx = fake_pingdom.context()
+
+    with pytest.raises(SourceError, match=message):
+        fetch_results(ctx)
+
+    assert ctx.errors == []

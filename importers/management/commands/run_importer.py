@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
@@ -34,6 +35,14 @@ def parse_moment(option: str, raw: str | None) -> datetime | None:
             returncode=EXIT_USAGE,
         ) from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _who() -> str:
+    """The user running the command, for the run's record."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a passwd entry
+        return f"uid {os.getuid()}"
 
 
 class Command(BaseCommand):
@@ -75,7 +84,7 @@ class Command(BaseCommand):
             run = services.run_source(
                 source,
                 trigger=ImportRun.Trigger.COMMAND,
-                triggered_by=getpass.getuser(),
+                triggered_by=_who(),
                 dry_run=options["dry_run"],
                 since=since,
                 until=until,
