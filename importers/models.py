@@ -481,6 +481,25 @@ class ImportSource(models.Model):
                     f"{', '.join(kind.credential_roles) or '(none)'}: "
                     f"{'; '.join(parts)}."
                 )
+        if (
+            self.kind == "apteligent_grouped_carrier"
+            and isinstance(self.app_settings, dict)
+            and isinstance(self.carrier_map, dict)
+        ):
+            # A country without rules would put every carrier in Other, silently.
+            unmapped = sorted(
+                {
+                    str(app.get("country"))
+                    for app in self.app_settings.values()
+                    if isinstance(app, dict) and app.get("country")
+                }
+                - set(self.carrier_map)
+            )
+            if unmapped:
+                errors["carrier_map"] = (
+                    f"No rules for the countries of the per-app settings: "
+                    f"{', '.join(unmapped)} (country names must match exactly)."
+                )
         if errors:
             raise ValidationError(errors)
 

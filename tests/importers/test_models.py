@@ -409,3 +409,20 @@ def test_the_base_url_is_https_except_to_this_machine(sink, url, allowed):
 def test_one_line_drops_control_characters():
     # An API answer with a NUL reaches the run's error: PostgreSQL cannot store it.
     assert one_line("bad\x00answer\r\n\tfrom  the API\x7f") == "bad answer from the API"
+
+
+def test_a_carrier_source_needs_rules_for_its_apps_countries(sink):
+    rules = {"FI": [["(?i)^elisa", "Elisa"], [".*", "Other"]]}
+    apps = {
+        "538bbf61c04a71ec21c50296": {"timezone": "Europe/Helsinki", "country": "fi"}
+    }
+    source = source_of(
+        sink, kind="apteligent_grouped_carrier", carrier_map=rules, app_settings=apps
+    )
+
+    assert (
+        "No rules for the countries of the per-app settings: fi"
+        in (errors_of(source)["carrier_map"][0])
+    )
+    apps["538bbf61c04a71ec21c50296"]["country"] = "FI"
+    source.full_clean()
