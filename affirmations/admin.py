@@ -36,7 +36,7 @@ from affirmations.dashboard import (
 from affirmations.models import Affirmation, Check, Evaluation
 from affirmations.schedule import explain, parse_duration
 from portal import dashboard
-from portal.admin_pages import ObjectPagesMixin
+from portal.admin_pages import ObjectPagesMixin, SaveEditedFieldsMixin
 
 AFFIRM_PERMISSION = "affirmations.affirm_check"
 # Evaluations in the change page's chart and table.
@@ -280,7 +280,7 @@ def history_table(evaluations: list[Evaluation], tz: str) -> SafeString:
 
 
 @admin.register(Check)
-class CheckAdmin(ObjectPagesMixin, admin.ModelAdmin):
+class CheckAdmin(ObjectPagesMixin, SaveEditedFieldsMixin, admin.ModelAdmin):
     object_pages = {"affirm": "affirm_view"}
 
     form = CheckForm
@@ -452,14 +452,8 @@ class CheckAdmin(ObjectPagesMixin, admin.ModelAdmin):
     # --- Saving -------------------------------------------------------------------
 
     def save_model(self, request, obj: Check, form, change: bool) -> None:
-        if change:
-            # Only what the form edits: the checker may have moved the status and
-            # the next occurrence since the page was loaded.
-            fields = [name for name in form.changed_data if name in form.fields]
-            if fields:
-                obj.save(update_fields=fields)
-        else:
-            super().save_model(request, obj, form, change)
+        # The checker may move the status and the next occurrence meanwhile.
+        super().save_model(request, obj, form, change)
         if not change or {"schedule", "tz", "grace"} & set(form.changed_data):
             # Earlier occurrences are not owed: aim at the first one from now.
             obj.schedule_from(timezone.now())

@@ -24,7 +24,7 @@ from django.utils.safestring import SafeString
 from fleet import services
 from fleet.dashboard import agent_badge, agent_url, task_badge, time_ago
 from fleet.models import TYPE_RE, Agent, Task, normalise_labels, validate_labels
-from portal.admin_pages import ObjectPagesMixin
+from portal.admin_pages import ObjectPagesMixin, SaveEditedFieldsMixin
 from portal.lib.jsonvalues import parse_json_object
 
 MANAGE_PERMISSION = "fleet.manage_agent"
@@ -155,7 +155,7 @@ class AgentStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Agent)
-class AgentAdmin(ObjectPagesMixin, admin.ModelAdmin):
+class AgentAdmin(ObjectPagesMixin, SaveEditedFieldsMixin, admin.ModelAdmin):
     object_pages = {"token": "issue_token_view"}
 
     form = AgentForm
@@ -263,16 +263,6 @@ class AgentAdmin(ObjectPagesMixin, admin.ModelAdmin):
         if not obj.has_token:
             return "—"
         return format_html("<code>{}…</code>", obj.token_prefix)
-
-    def save_model(self, request, obj: Agent, form, change: bool) -> None:
-        if change:
-            # Only what the form edits: a poll, a token or an action may have
-            # changed the rest of the row since the page was loaded.
-            fields = [name for name in ("name", "labels") if name in form.changed_data]
-            if fields:
-                obj.save(update_fields=fields)
-            return
-        super().save_model(request, obj, form, change)
 
     def render_change_form(
         self, request, context, add=False, change=False, form_url="", obj=None

@@ -27,7 +27,7 @@ from importers.dashboard import (
     status_badge,
 )
 from importers.models import GraphiteSink, ImportRun, ImportSource, get_kind
-from portal.admin_pages import ObjectPagesMixin
+from portal.admin_pages import ObjectPagesMixin, SaveEditedFieldsMixin
 from portal.lib.jsonvalues import json_problem, loads
 
 RUN_PERMISSION = "importers.run_importsource"
@@ -280,7 +280,7 @@ class WindowForm(forms.Form):
 
 
 @admin.register(ImportSource)
-class ImportSourceAdmin(ObjectPagesMixin, admin.ModelAdmin):
+class ImportSourceAdmin(ObjectPagesMixin, SaveEditedFieldsMixin, admin.ModelAdmin):
     object_pages = {"run": "run_now_view", "dry-run": "dry_run_view"}
 
     form = ImportSourceForm
@@ -504,14 +504,8 @@ class ImportSourceAdmin(ObjectPagesMixin, admin.ModelAdmin):
     # --- Saving -------------------------------------------------------------------
 
     def save_model(self, request, obj: ImportSource, form, change: bool) -> None:
-        if change:
-            # Only what the form edits: a run may hold the lock and move the state
-            # and the pending points while the page was open.
-            fields = [name for name in form.changed_data if name in form.fields]
-            if fields:
-                obj.save(update_fields=fields)
-        else:
-            super().save_model(request, obj, form, change)
+        # A run may hold the lock and move the state and the kept points meanwhile.
+        super().save_model(request, obj, form, change)
         if not change or SCHEDULE_FIELDS & set(form.changed_data):
             obj.reschedule(timezone.now())
 

@@ -31,7 +31,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -463,6 +464,19 @@ def redact(text: str, secrets: dict[str, str] | list[str]) -> str:
     for form in sorted(secret_forms(values), key=len, reverse=True):
         text = text.replace(form, "***")
     return text
+
+
+@contextmanager
+def given_or_new(
+    client: ApiClient | None, make: Callable[[FetchContext], ApiClient], ctx
+) -> Iterator[ApiClient]:
+    """The client a caller gave (a test's, with a sleep that does not wait), or a
+    new one for this fetch, closed after it."""
+    if client is not None:
+        yield client
+        return
+    with make(ctx) as api:
+        yield api
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

@@ -1,6 +1,7 @@
-"""A ModelAdmin's own pages about one object: Run now, Dry run, Issue token, Test
-connection, Sign off. One place for their URLs and for the start every such view
-shares (the object, or the admin's "no longer exists" redirect; the permission)."""
+"""What the apps' ModelAdmins share: their own pages about one object (Run now,
+Dry run, Issue token, Test connection, Sign off: the URL, the object or the
+admin's "no longer exists" redirect, the permission), and saving an edit without
+overwriting what a worker changed meanwhile."""
 
 from __future__ import annotations
 
@@ -45,3 +46,17 @@ class ObjectPagesMixin:
         if not allowed(request, obj):
             raise PermissionDenied
         return obj, None
+
+
+class SaveEditedFieldsMixin:
+    """An edit saves only the fields its form changed: a worker (a poll, a run,
+    the checker) may have moved the rest of the row since the page was loaded.
+    Adding saves the whole object, as usual."""
+
+    def save_model(self, request, obj, form, change: bool) -> None:
+        if change:
+            fields = [name for name in form.changed_data if name in form.fields]
+            if fields:
+                obj.save(update_fields=fields)
+            return
+        super().save_model(request, obj, form, change)

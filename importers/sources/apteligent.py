@@ -66,8 +66,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -146,13 +145,8 @@ class App:
     country: str
 
 
-@contextmanager
-def _api(ctx: FetchContext, client: http.ApiClient | None) -> Iterator[http.ApiClient]:
-    if client is not None:
-        yield client
-        return
-    with http.apteligent_client(ctx) as api:
-        yield api
+def _api(ctx: FetchContext, client: http.ApiClient | None):
+    return http.given_or_new(client, http.apteligent_client, ctx)
 
 
 def list_apps(api: http.ApiClient, ctx: FetchContext) -> list[App]:

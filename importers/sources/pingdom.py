@@ -33,8 +33,7 @@ unreachable) still fail the whole kind.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,13 +80,8 @@ class Check:
     level: str
 
 
-@contextmanager
-def _api(ctx: FetchContext, client: http.ApiClient | None) -> Iterator[http.ApiClient]:
-    if client is not None:
-        yield client
-        return
-    with http.pingdom_client(ctx) as api:
-        yield api
+def _api(ctx: FetchContext, client: http.ApiClient | None):
+    return http.given_or_new(client, http.pingdom_client, ctx)
 
 
 def list_checks(api: http.ApiClient) -> list[Check]:
