@@ -8,6 +8,7 @@ import json
 import math
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count
@@ -582,6 +583,8 @@ class ImportSourceAdmin(ObjectPagesMixin, SaveEditedFieldsMixin, admin.ModelAdmi
                     dry_run=True,
                     since=form.cleaned_data["since"],
                     until=form.cleaned_data["until"],
+                    # Inside a web request: done before a proxy gives up on it.
+                    time_limit=settings.IMPORTERS_DRY_RUN_SECONDS,
                 )
             except services.RunRefused as exc:
                 form.add_error(None, str(exc))

@@ -269,6 +269,7 @@ def run_source(
     until: datetime | None = None,
     triggered_by: str = "",
     due_by: datetime | None = None,
+    time_limit: float | None = None,
 ) -> ImportRun:
     """Run one source now and return its finished ``ImportRun``.
 
@@ -277,7 +278,9 @@ def run_source(
     when it is no longer due, ``disabled`` for a real run of a disabled source,
     ``backfill``/``window`` for a bad ``since``/``until``. Everything that goes
     wrong once it runs (API, credentials, sink, a bug in a kind) is recorded on
-    the run as one line instead: the caller's loop goes on.
+    the run as one line instead: the caller's loop goes on. ``time_limit`` (a
+    dry run in a web request) stops the fetch at the first app or check that
+    starts later than that many seconds, with a line saying so.
     """
     since, until = check_window(source, since, until)
     if source.kind_spec is None:
@@ -306,7 +309,9 @@ def run_source(
         # were when the caller loaded the source.
         source.refresh_from_db()
         if dry_run:
-            return _dry_run(source, run, since=since, until=until)
+            return _dry_run(
+                source, run, since=since, until=until, time_limit=time_limit
+            )
         return _real_run(source, run, since=since, until=until)
     finally:
         # Whatever happened: the lock goes (a no-op when record_run released it),
@@ -342,8 +347,15 @@ def _dry_run(
     *,
     since: datetime | None,
     until: datetime | None,
+    time_limit: float | None = None,
 ) -> ImportRun:
-    fetched = _fetch(source, since=since, until=until, now=run.started_at)
+    fetched = _fetch(
+        source,
+        since=since,
+        until=until,
+        now=run.started_at,
+        heartbeat=_deadline(time_limit) if time_limit is not None else None,
+    )
     pending = [tuple(point) for point in source.pending_points or []]
     lines: list[str] = []
     size = rejected = 0
@@ -455,6 +467,22 @@ def _real_run(
     log = logger.info if status == Status.SUCCEEDED else logger.warning
     log("importer %s: %s", source.name, run_summary(run))
     return run
+
+
+def _deadline(seconds: float) -> Callable[[], None]:
+    """A heartbeat that stops the fetch once ``seconds`` have passed."""
+    from importers.sources.base import SourceWideError
+
+    started = time.monotonic()
+
+    def beat() -> None:
+        if time.monotonic() - started > seconds:
+            raise SourceWideError(
+                f"stopped after {seconds:.0f} s, the time a dry run has in the admin: "
+                "run `python manage.py run_importer NAME --dry-run` for all of it"
+            )
+
+    return beat
 
 
 # At most one lock refresh per this many seconds, however many apps a run has.

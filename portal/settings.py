@@ -324,6 +324,10 @@ IMPORTERS_EXTRA_KINDS = env.list("IMPORTERS_EXTRA_KINDS")
 IMPORTERS_CREDENTIAL_PREFIXES = env.list(
     "IMPORTERS_CREDENTIAL_PREFIXES", ["APTELIGENT_", "PINGDOM_", "IMPORTER_"]
 )
+# Seconds a dry run from the admin may fetch (it runs in the web request).
+IMPORTERS_DRY_RUN_SECONDS = env.int(
+    "IMPORTERS_DRY_RUN_SECONDS", 20, min_value=1, max_value=600
+)
 # Days import runs are kept (deleted in batches by a daily tick; each source's last
 # run stays).
 IMPORTERS_RUN_RETENTION_DAYS = env.int("IMPORTERS_RUN_RETENTION_DAYS", 30, min_value=1)

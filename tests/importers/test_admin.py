@@ -450,3 +450,42 @@ def test_a_run_page_is_read_only_and_shows_the_dry_run_lines(admin_client, sourc
     assert "web.up 1 1700000000" in html
     assert 'name="_save"' not in html
     assert admin_client.get("/admin/importers/importrun/add/").status_code == 403
+
+
+def test_a_dry_run_in_the_admin_stops_at_its_time_limit(
+    admin_client, sink, settings, monkeypatch
+):
+    # In a web request: an account with many apps must not outlast the proxy.
+    settings.IMPORTERS_DRY_RUN_SECONDS = 0
+    apps_started = []
+
+    def fetch(ctx):
+        for app in ("one", "two"):
+            ctx.heartbeat()  # as the kinds do before each app
+            apps_started.append(app)
+        return [("web.up", 1, 1_700_000_000)]
+
+    monkeypatch.setitem(
+        KINDS,
+        "slow",
+        Kind(
+            key="slow",
+            label="Slow",
+            api="fake",
+            credential_roles=(),
+            default_base_url="http://127.0.0.1:9/slow",
+            backfill=False,
+            default_interval_minutes=5,
+            fetch=fetch,
+        ),
+    )
+    source = ImportSource.objects.create(name="slow-src", kind="slow", sink=sink)
+
+    response = admin_client.post(f"/admin/importers/importsource/{source.pk}/dry-run/")
+
+    assert response.status_code == 200
+    assert apps_started == []
+    assert "stopped after 0 s, the time a dry run has in the admin" in (
+        response.content.decode()
+    )
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
