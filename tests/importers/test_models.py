@@ -38,6 +38,14 @@ def source_of(sink: GraphiteSink, **fields) -> ImportSource:
     return ImportSource(sink=sink, **fields)
 
 
+def is_valid(obj) -> bool:
+    try:
+        obj.full_clean()
+    except ValidationError:
+        return False
+    return True
+
+
 def errors_of(obj) -> dict[str, list[str]]:
     with pytest.raises(ValidationError) as exc:
         obj.full_clean()
@@ -84,9 +92,10 @@ def test_a_sink_batch_must_fit_its_buffer(db):
 
 
 def test_a_valid_source_passes(sink):
-    source_of(sink, prefix="mobile.apteligent", cron="5 0 * * *", tz="Asia/Tokyo")
-
-    source_of(sink).full_clean()
+    assert is_valid(
+        source_of(sink, prefix="mobile.apteligent", cron="5 0 * * *", tz="Asia/Tokyo")
+    )
+    assert is_valid(source_of(sink))
 
 
 @pytest.mark.parametrize("name", ["Apteligent", "ap_daily", "-x", "a--b", "a b", ""])
@@ -131,8 +140,10 @@ def test_pingdom_needs_a_token_variable(sink):
         kind="pingdom_results",
         credentials={"token": "IMPORTER_PD_TOKEN"},
     )
+    without = source_of(sink, name="pingdom", kind="pingdom_results", credentials={})
 
-    source.full_clean()
+    assert is_valid(source)
+    assert "missing token" in errors_of(without)["credentials"][0]
 
 
 def test_it_validates_the_json_settings(sink):
