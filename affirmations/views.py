@@ -88,10 +88,6 @@ def _json_object(request: HttpRequest) -> dict:
         value = jsonvalues.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"The body is not valid JSON: {exc}.", "body") from exc
-    except RecursionError as exc:
-        raise BadInput(
-            "The body is not valid JSON: nested too deeply.", "body"
-        ) from exc
     if not isinstance(value, dict):
         raise BadInput('The body must be a JSON object {"events": [...]}.', "body")
     return value

@@ -100,8 +100,6 @@ def load_json(body: bytes, content_type: str) -> dict:
         value = jsonvalues.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"The body is not valid JSON: {exc}.") from exc
-    except RecursionError as exc:
-        raise ProtocolError("The body is not valid JSON: nested too deeply.") from exc
     if not isinstance(value, dict):
         raise ProtocolError("The body must be a JSON object.")
     return value

@@ -7,10 +7,10 @@ Django permissions that reading and writing need (``read_perm`` / ``write_perm``
 
 from __future__ import annotations
 
-import io
 import logging
 from types import SimpleNamespace
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -19,8 +19,9 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions, parsers, permissions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.response import Response
+from rest_framework.utils import json as drf_json
 
-from portal.lib.jsonvalues import UnpairedSurrogateError, check_surrogates
+from portal.lib import jsonvalues
 from portal.models import KEY_LENGTH, KEY_PREFIX, ApiKey, hash_key
 
 logger = logging.getLogger(__name__)
@@ -140,17 +141,20 @@ def optional_slash_router(router_class_path: str = "SimpleRouter"):
 
 
 class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, also refusing lone surrogate escapes ("\\ud800"): no
-    database can store them, so they are a 400 here, not a 500 at the save."""
+    """DRF's JSON parser on ``portal.lib.jsonvalues.loads``: a body nested too
+    deeply or holding a lone surrogate escape ("\\ud800", which no database can
+    store) is a 400 here, not a 500 later."""
 
     def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         raw = stream.read() if stream is not None else b""
-        value = super().parse(io.BytesIO(raw), media_type, parser_context)
         try:
-            check_surrogates(raw, value)
-        except UnpairedSurrogateError as exc:
+            return jsonvalues.loads(
+                raw.decode(encoding),
+                parse_constant=drf_json.strict_constant if self.strict else None,
+            )
+        except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from exc
-        return value
 
 
 def _as_field_errors(exc: DjangoValidationError) -> dict:
@@ -164,9 +168,6 @@ def exception_handler(exc, context):
     whose body names the field, like DRF's own validation errors."""
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(_as_field_errors(exc))
-    elif isinstance(exc, RecursionError):
-        # json.loads of a deeply nested body: bad input, not a server error.
-        exc = exceptions.ParseError("JSON parse error - the body is nested too deeply.")
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -35,7 +35,7 @@ def _has_surrogate(value: object) -> bool:
     return False
 
 
-def check_surrogates(raw: bytes | str, value: object) -> None:
+def _check_surrogates(raw: bytes | str, value: object) -> None:
     """Raise ``UnpairedSurrogateError`` when ``value``, parsed from ``raw``, holds
     a lone surrogate; the walk happens only when ``raw`` has such an escape."""
     if isinstance(raw, str):
@@ -45,10 +45,14 @@ def check_surrogates(raw: bytes | str, value: object) -> None:
 
 
 def loads(raw: bytes | str, **kwargs) -> object:
-    """``json.loads`` for request bodies: also refuses lone surrogate escapes
-    (``UnpairedSurrogateError``, a ``ValueError`` like every other refusal)."""
-    value = json.loads(raw, **kwargs)
-    check_surrogates(raw, value)
+    """``json.loads`` for request bodies: every refusal is a ``ValueError``, also
+    a body nested too deeply for the parser's recursion and a lone surrogate
+    escape (``UnpairedSurrogateError``)."""
+    try:
+        value = json.loads(raw, **kwargs)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    _check_surrogates(raw, value)
     return value
 
 
@@ -97,7 +101,7 @@ def parse_json_object(raw: str) -> dict:
         return {}
     try:
         value = loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise ValidationError(f"Not valid JSON: {exc}.", code="invalid") from exc
     if not isinstance(value, dict):
         raise ValidationError(
