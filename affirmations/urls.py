@@ -7,14 +7,9 @@ from __future__ import annotations
 from django.urls import re_path
 
 from affirmations import api, views
-from portal.middleware import api_key_sent, fast_lane
 
 app_name = "affirmations-api"
 urlpatterns = api.router.urls
-# Scripts affirming with an API key need none of the browser middleware.
-for _pattern in urlpatterns:
-    if _pattern.name == "affirm-list":
-        fast_lane(_pattern.callback, when=api_key_sent)
 
 # Every path with and without its trailing slash; never a redirect.
 compat_urlpatterns = [

@@ -7,9 +7,9 @@ middleware prepare; skipping them is about 15 % of the CPU of such a request
 (bench/fleet_load.py, bench/affirmations.py; docs/benchmarks.md). A view opts in
 with ``@fast_lane`` and must then rely on nothing those middleware set (no
 ``request.user``, no session, no CSRF: it authenticates on its own, by token or
-API key); ``fast_lane(view, when=predicate)`` opts in only the requests the
-predicate accepts (the DRF affirm endpoint: those carrying an API key, whose
-authentication then never looks at a session). ``FastLane`` goes first in
+API key). A DRF view opts in by a class attribute ``fast_lane``: a predicate
+on the request (``api_key_sent`` for the affirm endpoint: a request carrying an
+API key, whose authentication then never looks at a session). ``FastLane`` goes first in
 ``MIDDLEWARE``: for a POST it resolves the path against the URLconf and calls an
 opted-in view directly; anything else takes the usual path. The routes stay in
 the apps' ``urls.py``.
@@ -24,10 +24,9 @@ from django.urls import Resolver404, get_resolver
 FAST_LANE_ATTRIBUTE = "fast_lane"
 
 
-def fast_lane(view: Callable, *, when: Callable | None = None) -> Callable:
-    """Mark a view as one that needs no browser middleware (for the requests
-    ``when(request)`` accepts, if given)."""
-    setattr(view, FAST_LANE_ATTRIBUTE, when or True)
+def fast_lane(view: Callable) -> Callable:
+    """Mark a plain view as one that needs no browser middleware."""
+    setattr(view, FAST_LANE_ATTRIBUTE, True)
     return view
 
 
@@ -42,7 +41,11 @@ def api_key_sent(request) -> bool:
 
 
 def _takes_the_lane(func: Callable, request) -> bool:
-    marker = getattr(func, FAST_LANE_ATTRIBUTE, None)
+    # A plain view marked @fast_lane, or a DRF view whose class sets the
+    # attribute (``fast_lane = api_key_sent``).
+    marker = getattr(func, FAST_LANE_ATTRIBUTE, None) or getattr(
+        getattr(func, "cls", None), FAST_LANE_ATTRIBUTE, None
+    )
     return marker is True or (callable(marker) and bool(marker(request)))
 
 
